@@ -1,0 +1,371 @@
+// The LibTorch adapter: builds a torch::nn module graph from the IR, imports and exports the
+// shared weight set, trains with torch::optim, and computes input gradients.
+//
+// LibTorch headers stay inside this file: one translation unit with <torch/torch.h> costs ~15 s.
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#include <ATen/Parallel.h>
+
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "crossdl/adapter.h"
+
+namespace crossdl {
+namespace {
+
+// Module names may not contain '.', the IR's layer names do ("stage2.block0.conv1").
+std::string module_name(const std::string& layer) {
+  std::string n = layer;
+  for (char& c : n)
+    if (c == '.' || c == '/') c = '_';
+  return n;
+}
+
+torch::Tensor to_torch(const Tensor& t) {
+  std::vector<std::int64_t> sizes(t.shape().begin(), t.shape().end());
+  switch (t.dtype()) {
+    case DType::F32:
+      return torch::from_blob(const_cast<std::byte*>(t.raw()), sizes, torch::kFloat32);
+    case DType::I64:
+      return torch::from_blob(const_cast<std::byte*>(t.raw()), sizes, torch::kInt64);
+    case DType::U8:
+      return torch::from_blob(const_cast<std::byte*>(t.raw()), sizes, torch::kUInt8);
+  }
+  throw std::logic_error("to_torch: unknown dtype");
+}
+
+Tensor from_torch(const torch::Tensor& src, Layout layout = Layout::Any) {
+  torch::Tensor t = src.detach().to(torch::kCPU).contiguous();
+  Shape shape(t.sizes().begin(), t.sizes().end());
+  DType dtype = DType::F32;
+  if (t.scalar_type() == torch::kInt64)
+    dtype = DType::I64;
+  else if (t.scalar_type() == torch::kUInt8)
+    dtype = DType::U8;
+  else if (t.scalar_type() != torch::kFloat32)
+    t = t.to(torch::kFloat32);
+  Tensor out(dtype, shape, layout);
+  std::memcpy(out.raw(), t.data_ptr(), out.nbytes());
+  return out;
+}
+
+// A network that follows the IR layer by layer. Parametric layers are registered submodules
+// named after the layer; parameters keep PyTorch's own names (weight, bias, weight_ih_l0, ...).
+class IrNet : public torch::nn::Module {
+ public:
+  explicit IrNet(const ir::Model& m) : model_(m) {
+    const auto shapes = ir::infer_shapes(m);
+    for (std::size_t i = 0; i < m.layers.size(); ++i) {
+      const ir::Layer& l = m.layers[i];
+      inputs_.push_back(ir::resolved_inputs(m, i));
+      const Shape in_shape = input_shape_of(m, shapes, i);
+      const std::string name = module_name(l.name);
+      switch (l.op) {
+        case ir::Op::Conv2d: {
+          auto opts = torch::nn::Conv2dOptions(in_shape.at(0), l.out, {l.kernel[0], l.kernel[1]})
+                          .stride({l.stride[0], l.stride[1]})
+                          .padding({l.pad[0], l.pad[1]})
+                          .bias(l.bias);
+          conv_.emplace(l.name, register_module(name, torch::nn::Conv2d(opts)));
+          break;
+        }
+        case ir::Op::Dense:
+          dense_.emplace(
+              l.name, register_module(
+                          name, torch::nn::Linear(
+                                    torch::nn::LinearOptions(in_shape.at(0), l.out).bias(l.bias))));
+          break;
+        case ir::Op::BatchNorm2d:
+          bn_.emplace(l.name, register_module(name, torch::nn::BatchNorm2d(
+                                                        torch::nn::BatchNormOptions(in_shape.at(0))
+                                                            .eps(l.eps)
+                                                            .momentum(l.momentum))));
+          break;
+        case ir::Op::Embedding:
+          emb_.emplace(
+              l.name, register_module(
+                          name, torch::nn::Embedding(torch::nn::EmbeddingOptions(l.vocab, l.out))));
+          break;
+        case ir::Op::LSTM:
+          lstm_.emplace(
+              l.name,
+              register_module(
+                  name, torch::nn::LSTM(
+                            torch::nn::LSTMOptions(in_shape.at(1), l.out).batch_first(true))));
+          break;
+        case ir::Op::GRU:
+          gru_.emplace(
+              l.name,
+              register_module(
+                  name,
+                  torch::nn::GRU(torch::nn::GRUOptions(in_shape.at(1), l.out).batch_first(true))));
+          break;
+        default:
+          break;
+      }
+    }
+  }
+
+  // Runs the graph; when `all` is given it receives every layer's output in layer order.
+  torch::Tensor forward(const torch::Tensor& x, std::vector<torch::Tensor>* all = nullptr) {
+    std::map<std::string, torch::Tensor, std::less<>> out;
+    out["input"] = x;
+    torch::Tensor last = x;
+    for (std::size_t i = 0; i < model_.layers.size(); ++i) {
+      const ir::Layer& l = model_.layers[i];
+      const torch::Tensor& a = out.at(inputs_[i].at(0));
+      torch::Tensor y;
+      switch (l.op) {
+        case ir::Op::Conv2d:
+          y = conv_.at(l.name)->forward(a);
+          break;
+        case ir::Op::Dense:
+          y = dense_.at(l.name)->forward(a);
+          break;
+        case ir::Op::BatchNorm2d:
+          y = bn_.at(l.name)->forward(a);
+          break;
+        case ir::Op::Embedding:
+          y = emb_.at(l.name)->forward(a);
+          break;
+        case ir::Op::ReLU:
+          y = torch::relu(a);
+          break;
+        case ir::Op::Tanh:
+          y = torch::tanh(a);
+          break;
+        case ir::Op::Sigmoid:
+          y = torch::sigmoid(a);
+          break;
+        case ir::Op::MaxPool2d:
+          y = torch::max_pool2d(a, {l.kernel[0], l.kernel[1]}, {l.stride[0], l.stride[1]},
+                                {l.pad[0], l.pad[1]});
+          break;
+        case ir::Op::AvgPool2d:
+          y = torch::avg_pool2d(a, {l.kernel[0], l.kernel[1]}, {l.stride[0], l.stride[1]},
+                                {l.pad[0], l.pad[1]}, /*ceil_mode=*/false,
+                                /*count_include_pad=*/false);
+          break;
+        case ir::Op::GlobalAvgPool:
+          y = torch::adaptive_avg_pool2d(a, {1, 1});
+          break;
+        case ir::Op::Add:
+          y = a + out.at(inputs_[i].at(1));
+          break;
+        case ir::Op::Flatten:
+          y = torch::flatten(a, 1);
+          break;
+        case ir::Op::Softmax:
+          y = torch::softmax(a, -1);
+          break;
+        case ir::Op::ImageToSequence:
+          y = a.permute({0, 2, 1, 3}).reshape({a.size(0), a.size(2), a.size(1) * a.size(3)});
+          break;
+        case ir::Op::LSTM: {
+          auto r = lstm_.at(l.name)->forward(a);
+          y = std::get<0>(std::get<1>(r)).squeeze(0);
+          break;
+        }
+        case ir::Op::GRU: {
+          auto r = gru_.at(l.name)->forward(a);
+          y = std::get<1>(r).squeeze(0);
+          break;
+        }
+      }
+      out[l.name] = y;
+      if (all != nullptr) all->push_back(y);
+      last = y;
+    }
+    return last;
+  }
+
+  // The torch tensor that holds an IR weight ("conv1.weight" -> conv1's weight parameter).
+  torch::Tensor tensor_for(const ir::WeightSpec& spec) {
+    std::shared_ptr<torch::nn::Module> mod = named_children()[module_name(spec.layer)];
+    std::string pname = spec.param;
+    if (const ir::Layer* l = model_.find(spec.layer);
+        l != nullptr && (l->op == ir::Op::LSTM || l->op == ir::Op::GRU))
+      pname += "_l0";  // weight_ih -> weight_ih_l0
+    for (auto& p : mod->named_parameters(false))
+      if (p.key() == pname) return p.value();
+    for (auto& b : mod->named_buffers(false))
+      if (b.key() == pname) return b.value();
+    throw std::logic_error("torch adapter: no tensor " + pname + " in layer " + spec.layer);
+  }
+
+ private:
+  static Shape input_shape_of(const ir::Model& m, const std::vector<Shape>& shapes, std::size_t i) {
+    const std::string src = ir::resolved_inputs(m, i).at(0);
+    if (src == "input") return m.input_shape;
+    for (std::size_t j = 0; j < m.layers.size(); ++j)
+      if (m.layers[j].name == src) return shapes[j];
+    throw std::logic_error("torch adapter: unknown input " + src);
+  }
+
+  ir::Model model_;
+  std::vector<std::vector<std::string>> inputs_;
+  template <class M>
+  using ByName = std::map<std::string, M, std::less<>>;
+  ByName<torch::nn::Conv2d> conv_;
+  ByName<torch::nn::Linear> dense_;
+  ByName<torch::nn::BatchNorm2d> bn_;
+  ByName<torch::nn::Embedding> emb_;
+  ByName<torch::nn::LSTM> lstm_;
+  ByName<torch::nn::GRU> gru_;
+};
+
+void import_weights(IrNet& net, const ir::Model& m, const WeightSet& w) {
+  torch::NoGradGuard no_grad;
+  for (const auto& spec : ir::weight_specs(m)) {
+    torch::Tensor dst = net.tensor_for(spec);
+    torch::Tensor src = to_torch(w.at(spec.name));
+    if (dst.sizes() != src.sizes())
+      throw InputError("weight " + spec.name + ": shape " + shape_str(w.at(spec.name).shape()) +
+                       " does not fit the torch layer");
+    dst.copy_(src);
+  }
+}
+
+void export_weights_from(IrNet& net, const ir::Model& m, WeightSet& out) {
+  WeightSet w;
+  for (const auto& spec : ir::weight_specs(m))
+    w.set(spec.name, from_torch(net.tensor_for(spec), spec.layout));
+  out = std::move(w);
+}
+
+void apply_run_options(const RunOptions& o) {
+  torch::set_num_threads(o.threads);
+  at::globalContext().setDeterministicAlgorithms(o.deterministic, /*warn_only=*/false);
+}
+
+// Runs `fn`, turning any library exception into a failed Status with its message.
+template <class Fn>
+Status guarded(const char* what, Fn&& fn) {
+  try {
+    fn();
+    return Status::ok();
+  } catch (const InputError& e) {
+    return Status::bad_input(e.what());
+  } catch (const c10::Error& e) {
+    return Status::failed(std::string(what) + ": LibTorch: " + e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    return Status::failed(std::string(what) + ": " + e.what());
+  }
+}
+
+Tensor logits_of(IrNet& net, const Tensor& x) {
+  torch::NoGradGuard no_grad;
+  net.eval();
+  return from_torch(net.forward(to_torch(x)), Layout::NC);
+}
+
+class TorchRunner : public Runner {
+ public:
+  TorchRunner(const ir::Model& m, const WeightSet& w, const RunOptions& o)
+      : net_(std::make_shared<IrNet>(m)) {
+    apply_run_options(o);
+    import_weights(*net_, m, w);
+    net_->eval();
+  }
+  Status infer(const Tensor& x, Tensor& logits) override {
+    return guarded("infer", [&] { logits = logits_of(*net_, x); });
+  }
+  Status input_gradient(const Tensor& x, const Tensor& labels, Tensor& grad,
+                        double& loss) override {
+    return guarded("input_gradient", [&] {
+      net_->eval();
+      torch::Tensor xt = to_torch(x).clone().set_requires_grad(true);
+      torch::Tensor l = torch::nn::functional::cross_entropy(net_->forward(xt), to_torch(labels));
+      l.backward();
+      loss = l.item<double>();
+      grad = from_torch(xt.grad(), x.layout());
+      net_->zero_grad();
+    });
+  }
+
+ private:
+  std::shared_ptr<IrNet> net_;
+};
+
+class TorchTrainer : public Trainer {
+ public:
+  TorchTrainer(const ir::Model& m, const WeightSet& init, const TrainConfig& cfg)
+      : model_(m), net_(std::make_shared<IrNet>(m)) {
+    apply_run_options(cfg.run);
+    torch::manual_seed(cfg.seed);
+    import_weights(*net_, m, init);
+    if (cfg.optimizer == "sgd") {
+      optim_ = std::make_unique<torch::optim::SGD>(
+          net_->parameters(),
+          torch::optim::SGDOptions(cfg.lr).momentum(cfg.momentum).weight_decay(cfg.weight_decay));
+    } else if (cfg.optimizer == "adam") {
+      optim_ = std::make_unique<torch::optim::Adam>(net_->parameters(),
+                                                    torch::optim::AdamOptions(cfg.lr)
+                                                        .betas({cfg.beta1, cfg.beta2})
+                                                        .eps(cfg.adam_eps)
+                                                        .weight_decay(cfg.weight_decay));
+    } else {
+      throw InputError("optimizer '" + cfg.optimizer + "' is not known (sgd, adam)");
+    }
+  }
+
+  Status step(const Tensor& x, const Tensor& labels, double lr, double& loss) override {
+    return guarded("train step", [&] {
+      net_->train();
+      for (auto& group : optim_->param_groups()) group.options().set_lr(lr);
+      optim_->zero_grad();
+      torch::Tensor l =
+          torch::nn::functional::cross_entropy(net_->forward(to_torch(x)), to_torch(labels));
+      l.backward();
+      optim_->step();
+      loss = l.item<double>();
+    });
+  }
+  Status infer(const Tensor& x, Tensor& logits) override {
+    return guarded("infer", [&] { logits = logits_of(*net_, x); });
+  }
+  Status export_weights(WeightSet& out) override {
+    return guarded("export weights", [&] { export_weights_from(*net_, model_, out); });
+  }
+
+ private:
+  ir::Model model_;
+  std::shared_ptr<IrNet> net_;
+  std::unique_ptr<torch::optim::Optimizer> optim_;
+};
+
+class TorchFramework : public Framework {
+ public:
+  FrameworkInfo info() const override { return {"torch", "LibTorch", TORCH_VERSION, "cpu"}; }
+  Capability supports(const ir::Model&) const override { return Capability::yes(); }
+
+  std::unique_ptr<Runner> load(const ir::Model& m, const WeightSet& w, const RunOptions& opt,
+                               Status& status) override {
+    std::unique_ptr<Runner> r;
+    status = guarded("load", [&] { r = std::make_unique<TorchRunner>(m, w, opt); });
+    return status.is_ok() ? std::move(r) : nullptr;
+  }
+  std::unique_ptr<Trainer> trainer(const ir::Model& m, const WeightSet& init,
+                                   const TrainConfig& cfg, Status& status) override {
+    std::unique_ptr<Trainer> t;
+    status = guarded("trainer", [&] { t = std::make_unique<TorchTrainer>(m, init, cfg); });
+    return status.is_ok() ? std::move(t) : nullptr;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Framework> make_torch_framework() {
+  return std::make_unique<TorchFramework>();
+}
+
+std::string probe_torch(std::string& why) {
+  why.clear();
+  return TORCH_VERSION;
+}
+
+}  // namespace crossdl

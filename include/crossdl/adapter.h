@@ -1,0 +1,100 @@
+// The framework adapter interface. A framework trains (Trainer) and runs (Runner) zoo models from
+// their description and the shared weight set. Adapters never throw across this interface: library
+// exceptions become a failed Status carrying the library's own message; "cannot express this
+// model" is a Capability, recorded as a skip with its reason.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "crossdl/ir.h"
+#include "crossdl/status.h"
+#include "crossdl/tensor.h"
+
+namespace crossdl {
+
+struct RunOptions {
+  int threads = 1;            // intra-op threads the library may use (recorded)
+  bool deterministic = true;  // ask the library for deterministic algorithms
+};
+
+struct TrainConfig {
+  std::string optimizer = "sgd";  // sgd | adam
+  double lr = 0.02;
+  double momentum = 0.9;      // sgd only
+  double weight_decay = 0.0;  // L2 added to the gradient (PyTorch convention)
+  double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
+  std::string schedule = "constant";  // constant | step | cosine
+  int step_size = 1;                  // step: epochs between decays
+  double gamma = 0.1;                 // step: decay factor
+  std::int64_t batch_size = 64;
+  int epochs = 1;
+  std::uint64_t seed = 1;  // initial weights and minibatch order
+  RunOptions run;
+};
+// Learning rate for a 0-based epoch under the configured schedule.
+double scheduled_lr(const TrainConfig& c, int epoch);
+
+struct FrameworkInfo {
+  std::string name;     // "torch"
+  std::string library;  // "LibTorch"
+  std::string version;  // "1.13.1"
+  std::string device;   // "cpu"
+};
+
+// Inference on loaded weights; the model is in evaluation mode (BatchNorm uses running stats).
+class Runner {
+ public:
+  virtual ~Runner() = default;
+  // x: a batch from make_batch(); logits: F32 [B, num_classes].
+  virtual Status infer(const Tensor& x, Tensor& logits) = 0;
+  // d(mean cross-entropy over the batch)/dx, same shape as x; `loss` gets that loss.
+  // Optional: the default says unsupported.
+  virtual Status input_gradient(const Tensor& x, const Tensor& labels, Tensor& grad, double& loss);
+};
+
+// One training run. The core drives it: it builds every minibatch, sets the learning rate of each
+// epoch and evaluates between epochs, so that every framework sees the same sequence.
+class Trainer {
+ public:
+  virtual ~Trainer() = default;
+  // One optimiser step on (x, labels) with learning rate lr; `loss` gets the mean batch loss.
+  virtual Status step(const Tensor& x, const Tensor& labels, double lr, double& loss) = 0;
+  // Logits in evaluation mode with the current weights.
+  virtual Status infer(const Tensor& x, Tensor& logits) = 0;
+  // The current weights, in the weight set's declared layouts.
+  virtual Status export_weights(WeightSet& out) = 0;
+};
+
+class Framework {
+ public:
+  virtual ~Framework() = default;
+  virtual FrameworkInfo info() const = 0;
+  virtual Capability supports(const ir::Model& m) const = 0;
+  virtual std::unique_ptr<Runner> load(const ir::Model& m, const WeightSet& w,
+                                       const RunOptions& opt, Status& status) = 0;
+  virtual std::unique_ptr<Trainer> trainer(const ir::Model& m, const WeightSet& init,
+                                           const TrainConfig& cfg, Status& status) = 0;
+};
+
+// What crossdl knows about a framework or runtime, built in or not.
+struct BackendEntry {
+  std::string name;          // CLI name: "torch"
+  std::string kind;          // "framework" or "runtime"
+  std::string library;       // "LibTorch"
+  std::string install_hint;  // "apt-get install libtorch-dev" / how to get it built in
+  // Set when the adapter is compiled into this crossdl.
+  std::function<std::unique_ptr<Framework>()> make_framework;
+  // Library version when usable here, else empty; `why` says what is missing.
+  std::function<std::string(std::string& why)> probe;
+};
+
+// Every backend crossdl knows, in a stable order (built-in ones have make_framework set).
+const std::vector<BackendEntry>& backends();
+const BackendEntry* find_backend(const std::string& name);
+// Throws InputError naming the backend and listing the known ones.
+std::unique_ptr<Framework> make_framework(const std::string& name);
+
+}  // namespace crossdl

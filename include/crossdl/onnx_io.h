@@ -1,0 +1,32 @@
+// The interchange file: a model description plus its weight set, saved as a real ONNX model
+// (standard operators, weights as initializers named like the weight set) that passes the ONNX
+// checker. Reading it back gives the identical description and bit-identical weights.
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "crossdl/ir.h"
+
+namespace crossdl {
+
+struct OnnxWriteOptions {
+  int opset = 13;                               // 13 or 17
+  std::map<std::string, std::string> metadata;  // provenance, stored as metadata_props
+};
+
+// Throws InputError when the model cannot be expressed; never writes a partial file (writes to a
+// temporary name and renames).
+void onnx_write(const std::string& path, const ir::Model& m, const WeightSet& w,
+                const OnnxWriteOptions& opt = {});
+
+struct OnnxModel {
+  ir::Model model;
+  WeightSet weights;
+  std::map<std::string, std::string> metadata;
+  int opset = 0;
+};
+// Throws InputError naming the file (and the node, for an unsupported operator).
+OnnxModel onnx_read(const std::string& path);
+
+}  // namespace crossdl

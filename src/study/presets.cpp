@@ -1,0 +1,103 @@
+// Built-in studies. They are YAML text parsed by the same parser as a user's file, so they are
+// also the reference examples of the format (docs/study-format.md).
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "crossdl/status.h"
+#include "crossdl/study.h"
+
+namespace crossdl {
+namespace {
+
+// Sized to finish in under 15 minutes on 2 cores: the LeNets on full Fashion-MNIST for 3 seeds,
+// the heavier ResNet-20 and LSTM on subsets for one seed only.
+constexpr const char* kQuick = R"(name: quick
+description: >
+  A few minutes of training with LibTorch: LeNet-1 and LeNet-5 on Fashion-MNIST over 3 seeds,
+  ResNet-20 and an LSTM on a subset, one epoch each.
+timeout_s: 900
+defaults:
+  epochs: 1
+  batch_size: 64
+  optimizer: sgd
+  lr: 0.02
+  momentum: 0.9
+  threads: 1
+stages:
+  - stage: train
+    axes:
+      model: [lenet1, lenet5]
+      dataset: [fashion-mnist]
+      framework: [torch]
+      seed: [1, 2, 3]
+  - stage: train
+    axes:
+      model: [resnet20, lstm]
+      dataset: [fashion-mnist]
+      framework: [torch]
+      seed: [1]
+    params: {train_limit: 5000, test_limit: 2000}
+)";
+
+// The ASE 2019 study's training setup: each model on the dataset the paper paired it with,
+// 5 seeds, 10 epochs, full data.
+constexpr const char* kPaper = R"(name: paper
+description: >
+  The six models of the ASE 2019 study on their datasets, 5 seeds, 10 epochs, full data.
+timeout_s: 21600
+defaults:
+  epochs: 10
+  batch_size: 64
+  optimizer: sgd
+  lr: 0.02
+  momentum: 0.9
+  threads: 1
+stages:
+  - stage: train
+    axes:
+      model: [lenet1, lenet5]
+      dataset: [mnist]
+      framework: [torch]
+      seed: [1, 2, 3, 4, 5]
+  - stage: train
+    axes:
+      model: [resnet20, vgg16]
+      dataset: [cifar10]
+      framework: [torch]
+      seed: [1, 2, 3, 4, 5]
+  - stage: train
+    axes:
+      model: [lstm, gru]
+      dataset: [imdb]
+      framework: [torch]
+      seed: [1, 2, 3, 4, 5]
+)";
+
+const std::vector<std::pair<std::string, const char*>>& presets() {
+  static const std::vector<std::pair<std::string, const char*>> p{{"quick", kQuick},
+                                                                  {"paper", kPaper}};
+  return p;
+}
+
+}  // namespace
+
+std::vector<std::string> study_preset_names() {
+  std::vector<std::string> out;
+  for (const auto& [name, text] : presets()) out.push_back(name);
+  return out;
+}
+
+std::string study_preset_yaml(const std::string& name) {
+  for (const auto& [n, text] : presets())
+    if (n == name) return text;
+  std::string known;
+  for (const auto& n : study_preset_names()) known += (known.empty() ? "" : ", ") + n;
+  throw InputError("unknown study preset '" + name + "' (presets: " + known + ")");
+}
+
+Study study_preset(const std::string& name) {
+  return study_parse(study_preset_yaml(name), "preset:" + name);
+}
+
+}  // namespace crossdl

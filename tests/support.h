@@ -1,0 +1,18 @@
+// Helpers shared by the tests: scratch folders and small file utilities.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+namespace crossdl::test {
+
+// A fresh, empty folder under the build tree, unique to the calling test.
+std::string scratch_dir(const std::string& tag);
+std::string source_path(const std::string& relative);  // path inside the source tree
+std::vector<std::byte> read_bytes(const std::string& path);
+void write_bytes(const std::string& path, const std::vector<std::byte>& bytes);
+void write_text(const std::string& path, const std::string& text);
+std::vector<std::byte> gzip_bytes(const std::vector<std::byte>& raw);
+
+}  // namespace crossdl::test

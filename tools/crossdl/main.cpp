@@ -1,0 +1,471 @@
+// crossdl: does a model still do the same thing across frameworks, runtimes and precisions?
+//
+// Exit codes: 0 success; 1 a failure or finding in the work itself; 2 bad usage or input.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "crossdl/adapter.h"
+#include "crossdl/npy.h"
+#include "crossdl/onnx_io.h"
+#include "crossdl/provenance.h"
+#include "crossdl/report.h"
+#include "crossdl/study.h"
+#include "crossdl/train.h"
+#include "crossdl/zoo.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace crossdl {
+namespace {
+
+constexpr int kExitFinding = 1;
+constexpr int kExitUsage = 2;
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::size_t pos = 0;
+  while (pos <= s.size()) {
+    auto comma = s.find(',', pos);
+    std::string item = s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    if (!item.empty()) out.push_back(item);
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return out;
+}
+
+// A one-line progress display on stderr, redrawn in place on a terminal and silent elsewhere.
+class ProgressLine {
+ public:
+  ProgressLine() : tty_(isatty(STDERR_FILENO) != 0) {}
+  void show(const std::string& text) {
+    if (!tty_) return;
+    std::fprintf(stderr, "\r\033[K%s", text.c_str());
+    std::fflush(stderr);
+    shown_ = true;
+  }
+  void done() {
+    if (shown_) std::fprintf(stderr, "\r\033[K");
+    shown_ = false;
+  }
+
+ private:
+  bool tty_;
+  bool shown_ = false;
+};
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+// ---- doctor ------------------------------------------------------------------------------------
+int cmd_doctor(bool as_json) {
+  json rows = json::array();
+  for (const auto& b : backends()) {
+    std::string why;
+    std::string version = b.probe ? b.probe(why) : "";
+    const bool usable = b.make_framework != nullptr && !version.empty();
+    rows.push_back({{"name", b.name},
+                    {"kind", b.kind},
+                    {"library", b.library},
+                    {"built_in", b.make_framework != nullptr},
+                    {"usable", usable},
+                    {"version", version},
+                    {"why", usable ? "" : why},
+                    {"install", usable ? "" : b.install_hint}});
+  }
+  json datasets = json::array();
+  for (const auto& name : dataset_names()) {
+    const std::string root = dataset_default_root(name);
+    datasets.push_back(
+        {{"name", name}, {"root", root}, {"present", root.empty() || fs::exists(root)}});
+  }
+  json out = {{"backends", rows}, {"datasets", datasets}, {"provenance", machine_provenance()}};
+  if (as_json) {
+    std::cout << out.dump(2) << "\n";
+    return 0;
+  }
+  std::printf("%-11s %-9s %-32s %-7s %-10s %s\n", "name", "kind", "library", "usable", "version",
+              "note");
+  for (const auto& r : rows) {
+    std::string note = r["usable"].get<bool>()
+                           ? ""
+                           : r["why"].get<std::string>() + "; " + r["install"].get<std::string>();
+    std::printf("%-11s %-9s %-32s %-7s %-10s %s\n", r["name"].get<std::string>().c_str(),
+                r["kind"].get<std::string>().c_str(), r["library"].get<std::string>().c_str(),
+                r["usable"].get<bool>() ? "yes" : "no", r["version"].get<std::string>().c_str(),
+                note.c_str());
+  }
+  std::printf("\ndatasets:\n");
+  for (const auto& d : datasets)
+    std::printf("  %-14s %s %s\n", d["name"].get<std::string>().c_str(),
+                d["present"].get<bool>() ? "present" : "MISSING",
+                d["root"].get<std::string>().c_str());
+  return 0;
+}
+
+// ---- train -------------------------------------------------------------------------------------
+struct TrainArgs {
+  std::string model, dataset = "fashion-mnist", frameworks = "torch", out, optimizer = "sgd",
+                     schedule = "constant", data_root;
+  int epochs = 1, threads = 1, step_size = 1;
+  std::uint64_t seed = 1;
+  std::int64_t batch_size = 64, train_limit = 0, test_limit = 0;
+  double lr = 0.02, momentum = 0.9, weight_decay = 0.0, gamma = 0.1;
+  bool nondeterministic = false, as_json = false;
+};
+
+json train_params(const TrainArgs& a, const std::string& framework) {
+  json p = {{"model", a.model},
+            {"dataset", a.dataset},
+            {"framework", framework},
+            {"optimizer", a.optimizer},
+            {"schedule", a.schedule},
+            {"epochs", a.epochs},
+            {"threads", a.threads},
+            {"step_size", a.step_size},
+            {"seed", a.seed},
+            {"batch_size", a.batch_size},
+            {"train_limit", a.train_limit},
+            {"test_limit", a.test_limit},
+            {"lr", a.lr},
+            {"momentum", a.momentum},
+            {"weight_decay", a.weight_decay},
+            {"gamma", a.gamma},
+            {"deterministic", !a.nondeterministic}};
+  if (!a.data_root.empty()) p["data_root"] = a.data_root;
+  return p;
+}
+
+TrainProgress progress_for(ProgressLine& line, const std::string& label) {
+  TrainProgress p;
+  p.on_batch = [&line, label](int epoch, int epochs, std::int64_t batch, std::int64_t batches,
+                              double loss, double sps) {
+    line.show(label + " | epoch " + std::to_string(epoch) + "/" + std::to_string(epochs) +
+              " batch " + std::to_string(batch) + "/" + std::to_string(batches) + " loss " +
+              fmt("%.4f", loss) + " " + fmt("%.0f", sps) + " samples/s");
+  };
+  return p;
+}
+
+int cmd_train(const TrainArgs& a) {
+  const auto frameworks = split_list(a.frameworks);
+  if (frameworks.empty()) throw InputError("--framework: no framework named");
+  for (const auto& f : frameworks) (void)find_backend(f);  // fail early on a typo
+  json runs = json::array();
+  int rc = 0;
+  ProgressLine line;
+  for (const auto& f : frameworks) {
+    TrainRequest req = train_request_from_json(train_params(a, f));
+    if (!a.out.empty())
+      req.out_dir = frameworks.size() == 1 ? a.out : (fs::path(a.out) / f).string();
+    json m = train_run(req, progress_for(line, "train " + a.model + " " + f));
+    line.done();
+    m["provenance"] = machine_provenance();
+    if (m["status"] != "ok" && m["status"] != "skipped") rc = kExitFinding;
+    runs.push_back(m);
+  }
+  if (a.as_json) {
+    std::cout << (runs.size() == 1 ? runs[0] : json{{"runs", runs}}).dump(2) << "\n";
+    return rc;
+  }
+  std::printf("%-9s %-9s %-14s %-8s %-9s %-10s %-10s %-13s %s\n", "framework", "model", "dataset",
+              "status", "test acc", "time (s)", "RSS (MB)", "weights", "artefact");
+  for (const auto& m : runs) {
+    const bool ok = m["status"] == "ok";
+    std::printf("%-9s %-9s %-14s %-8s %-9s %-10s %-10s %-13s %s\n",
+                m["framework"].get<std::string>().c_str(), m["model"].get<std::string>().c_str(),
+                m["dataset"].get<std::string>().c_str(), m["status"].get<std::string>().c_str(),
+                ok ? fmt("%.4f", m["test_accuracy"].get<double>()).c_str() : "-",
+                ok ? fmt("%.2f", m["seconds"].get<double>()).c_str() : "-",
+                ok ? fmt("%.0f", m["peak_rss_mb"].get<double>()).c_str() : "-",
+                ok ? m["weights_sha256"].get<std::string>().substr(0, 12).c_str() : "-",
+                ok && m["artefact"].is_string() ? m["artefact"].get<std::string>().c_str()
+                                                : m.value("message", "").c_str());
+  }
+  std::printf("(%lld train / %lld test examples, seed %llu, batch %lld, %d thread(s))\n",
+              static_cast<long long>(runs[0].value("train_size", 0)),
+              static_cast<long long>(runs[0].value("test_size", 0)),
+              static_cast<unsigned long long>(a.seed), static_cast<long long>(a.batch_size),
+              a.threads);
+  return rc;
+}
+
+// ---- eval --------------------------------------------------------------------------------------
+int cmd_eval(const std::string& model_file, const std::string& dataset,
+             const std::string& framework, std::int64_t test_limit, int threads,
+             const std::string& out, bool as_json) {
+  OnnxModel om = onnx_read(model_file);
+  DataOptions dopt;
+  dopt.test_limit = test_limit;
+  dopt.train_limit = 1;  // evaluation reads the test split only
+  Dataset ds = load_dataset(dataset, dopt);
+  if (om.model.input_shape != ds.sample_shape())
+    throw InputError(model_file + ": model input " + shape_str(om.model.input_shape) +
+                     " does not match " + dataset + " samples " + shape_str(ds.sample_shape()));
+  if (om.model.num_classes != ds.num_classes)
+    throw InputError(model_file + ": model has " + std::to_string(om.model.num_classes) +
+                     " classes, " + dataset + " has " + std::to_string(ds.num_classes));
+  auto fw = make_framework(framework);
+  json m = {{"framework", framework},
+            {"model", model_file},
+            {"dataset", dataset},
+            {"test_size", ds.test.size()},
+            {"threads", threads},
+            {"weights_sha256", om.weights.sha256()},
+            {"provenance", machine_provenance()}};
+  const Capability cap = fw->supports(om.model);
+  int rc = 0;
+  if (!cap.ok) {
+    m["status"] = "skipped";
+    m["message"] = cap.why;
+  } else {
+    Status st;
+    RunOptions ro;
+    ro.threads = threads;
+    auto runner = fw->load(om.model, om.weights, ro, st);
+    if (!st.is_ok()) {
+      m["status"] = "failed";
+      m["message"] = st.message();
+      rc = kExitFinding;
+    } else {
+      EvalResult r = evaluate_split(ds, ds.test, 1000, [&](const Tensor& x, Tensor& logits) {
+        return runner->infer(x, logits);
+      });
+      m["status"] = "ok";
+      m["test_accuracy"] = r.accuracy;
+      m["seconds"] = r.seconds;
+      m["peak_rss_mb"] = peak_rss_mb();
+      if (!out.empty()) {
+        fs::create_directories(out);
+        npy_write((fs::path(out) / "test_logits.npy").string(), r.logits);
+        npy_write((fs::path(out) / "test_predictions.npy").string(), r.predictions);
+      }
+    }
+  }
+  if (as_json) {
+    std::cout << m.dump(2) << "\n";
+  } else if (m["status"] == "ok") {
+    std::printf("%s on %s (%lld test examples): accuracy %.4f in %.2f s, peak RSS %.0f MB\n",
+                framework.c_str(), dataset.c_str(), static_cast<long long>(ds.test.size()),
+                m["test_accuracy"].get<double>(), m["seconds"].get<double>(),
+                m["peak_rss_mb"].get<double>());
+  } else {
+    std::printf("%s: %s: %s\n", framework.c_str(), m["status"].get<std::string>().c_str(),
+                m["message"].get<std::string>().c_str());
+  }
+  return rc;
+}
+
+// ---- study cells (the child side) -------------------------------------------------------------
+void register_stages() {
+  register_stage("train", {"model", "dataset", "framework"});
+}
+
+int cmd_cell(const std::string& spec_file, const std::string& out_dir) {
+  CellSpec spec = cell_spec_read(spec_file);
+  json result = {{"event", "result"}};
+  int rc = 0;
+  try {
+    if (spec.stage != "train") throw InputError("cell stage '" + spec.stage + "' is not known");
+    TrainRequest req = train_request_from_json(spec.config());
+    req.out_dir = out_dir;
+    TrainProgress p;
+    p.on_batch = [](int epoch, int epochs, std::int64_t batch, std::int64_t batches, double loss,
+                    double sps) {
+      emit_event({{"event", "progress"},
+                  {"epoch", epoch},
+                  {"epochs", epochs},
+                  {"batch", batch},
+                  {"batches", batches},
+                  {"loss", loss},
+                  {"samples_per_s", sps}});
+    };
+    p.on_epoch = [](const TrainEpoch& e) {
+      emit_event({{"event", "epoch"},
+                  {"epoch", e.epoch},
+                  {"train_loss", e.train_loss},
+                  {"test_accuracy", e.test_accuracy},
+                  {"seconds", e.seconds},
+                  {"peak_rss_mb", e.peak_rss_mb},
+                  {"samples_per_s", e.samples_per_s}});
+    };
+    json m = train_run(req, p);
+    result["status"] = m["status"];
+    result["message"] = m.value("message", "");
+    m.erase("epoch_metrics");  // already sent as epoch events
+    result["metrics"] = m;
+    if (m["status"] == "failed") rc = kExitFinding;
+  } catch (const InputError& e) {
+    result["status"] = "failed";
+    result["message"] = std::string("bad input: ") + e.what();
+    rc = kExitUsage;
+  }
+  result["provenance"] = machine_provenance();
+  emit_event(result);
+  return rc;
+}
+
+}  // namespace
+}  // namespace crossdl
+
+int main(int argc, char** argv) {
+  using namespace crossdl;
+  CLI::App app{
+      "crossdl: compare deep-learning frameworks, runtimes and precisions on the same "
+      "model and weights"};
+  app.set_version_flag("--version", std::string("crossdl ") +
+                                        machine_provenance()["crossdl_version"].get<std::string>());
+  app.require_subcommand(1);
+  bool as_json = false;
+
+  auto* doctor = app.add_subcommand("doctor", "Which frameworks and runtimes are usable here");
+  doctor->add_flag("--json", as_json, "Machine-readable output");
+
+  TrainArgs ta;
+  auto* train = app.add_subcommand("train", "Train a zoo model in one or more frameworks");
+  train
+      ->add_option(
+          "--model", ta.model,
+          "Zoo model: " +
+              [] {
+                std::string s;
+                for (const auto& n : zoo::model_names()) s += (s.empty() ? "" : ", ") + n;
+                return s;
+              }())
+      ->required();
+  train->add_option("--dataset", ta.dataset, "Dataset")->capture_default_str();
+  train->add_option("--framework", ta.frameworks, "Framework(s), comma-separated")
+      ->capture_default_str();
+  train->add_option("--epochs", ta.epochs)->capture_default_str()->check(CLI::PositiveNumber);
+  train->add_option("--seed", ta.seed, "Seed of the initial weights and the minibatch order")
+      ->capture_default_str();
+  train->add_option("--out", ta.out, "Folder for model.onnx, metrics.json and the test logits");
+  train->add_option("--batch-size", ta.batch_size)->capture_default_str();
+  train->add_option("--optimizer", ta.optimizer)
+      ->capture_default_str()
+      ->check(CLI::IsMember({"sgd", "adam"}));
+  train->add_option("--lr", ta.lr)->capture_default_str();
+  train->add_option("--momentum", ta.momentum)->capture_default_str();
+  train->add_option("--weight-decay", ta.weight_decay)->capture_default_str();
+  train->add_option("--schedule", ta.schedule)
+      ->capture_default_str()
+      ->check(CLI::IsMember({"constant", "step", "cosine"}));
+  train->add_option("--step-size", ta.step_size, "Epochs between decays (step schedule)")
+      ->capture_default_str();
+  train->add_option("--gamma", ta.gamma, "Decay factor (step schedule)")->capture_default_str();
+  train->add_option("--threads", ta.threads)->capture_default_str()->check(CLI::PositiveNumber);
+  train->add_option("--train-limit", ta.train_limit, "Use the first N training examples (0: all)")
+      ->capture_default_str();
+  train->add_option("--test-limit", ta.test_limit, "Use the first N test examples (0: all)")
+      ->capture_default_str();
+  train->add_option("--data-root", ta.data_root,
+                    "Dataset folder (default: where setup installs it)");
+  train->add_flag("--nondeterministic", ta.nondeterministic,
+                  "Do not ask the framework for deterministic algorithms");
+  train->add_flag("--json", ta.as_json, "Machine-readable output");
+
+  std::string eval_model, eval_dataset = "fashion-mnist", eval_framework = "torch", eval_out;
+  std::int64_t eval_limit = 0;
+  int eval_threads = 1;
+  auto* eval = app.add_subcommand("eval", "Evaluate an ONNX model written by crossdl");
+  eval->add_option("--model", eval_model, "model.onnx")->required();
+  eval->add_option("--dataset", eval_dataset)->capture_default_str();
+  eval->add_option("--framework", eval_framework)->capture_default_str();
+  eval->add_option("--test-limit", eval_limit)->capture_default_str();
+  eval->add_option("--threads", eval_threads)->capture_default_str()->check(CLI::PositiveNumber);
+  eval->add_option("--out", eval_out, "Folder for test_logits.npy and test_predictions.npy");
+  eval->add_flag("--json", as_json, "Machine-readable output");
+
+  auto* study = app.add_subcommand("study", "Run studies");
+  study->require_subcommand(1);
+  std::string study_file, study_out, study_preset_name = "quick", cell_dir, cell_id_arg;
+  bool study_resume = false;
+  auto* study_run_cmd =
+      study->add_subcommand("run", "Run a study (the built-in default without a file)");
+  study_run_cmd->add_option("study", study_file, "STUDY.yaml (see docs/study-format.md)");
+  study_run_cmd->add_option("--out", study_out, "Output folder (store, artefacts, report)")
+      ->required();
+  study_run_cmd->add_option("--preset", study_preset_name, "Built-in study when no file is given")
+      ->capture_default_str();
+  study_run_cmd->add_flag("--resume", study_resume,
+                          "Continue a study; finished cells are not redone");
+  study_run_cmd->add_flag("--json", as_json, "Machine-readable summary");
+  auto* study_cell = study->add_subcommand("cell", "Re-run one cell of a study in the foreground");
+  study_cell->add_option("dir", cell_dir, "The study's --out folder")->required();
+  study_cell->add_option("--id", cell_id_arg, "The cell id (from report.md)")->required();
+
+  std::string report_dir;
+  auto* report = app.add_subcommand("report", "Write report.md, results.csv and results.json");
+  report->add_option("dir", report_dir, "A study's --out folder")->required();
+  report->add_flag("--json", as_json, "Print results.json's path as JSON");
+
+  std::string spec_file, cell_out;
+  auto* cell = app.add_subcommand("__cell", "(internal) run one study cell");
+  cell->group("");
+  cell->add_option("--spec", spec_file)->required();
+  cell->add_option("--out", cell_out)->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : kExitUsage;
+  }
+
+  try {
+    register_stages();
+    if (doctor->parsed()) return cmd_doctor(as_json);
+    if (train->parsed()) return cmd_train(ta);
+    if (eval->parsed())
+      return cmd_eval(eval_model, eval_dataset, eval_framework, eval_limit, eval_threads, eval_out,
+                      as_json);
+    if (cell->parsed()) return cmd_cell(spec_file, cell_out);
+    if (study_run_cmd->parsed()) {
+      Study s = study_file.empty() ? study_preset(study_preset_name) : study_load(study_file);
+      StudyRunOptions opt;
+      opt.out_dir = study_out;
+      opt.resume = study_resume;
+      opt.json = as_json;
+      opt.self_command_prefix = {fs::canonical("/proc/self/exe").string()};
+      json summary;
+      int rc = study_run(s, opt, &summary);
+      if (as_json) std::cout << summary.dump(2) << "\n";
+      return rc;
+    }
+    if (study_cell->parsed()) {
+      StudyRunOptions opt;
+      opt.out_dir = cell_dir;
+      opt.resume = true;
+      opt.self_command_prefix = {fs::canonical("/proc/self/exe").string()};
+      json summary;
+      return study_run_cell(cell_id_arg, opt, &summary);
+    }
+    if (report->parsed()) {
+      report_write(report_dir);
+      if (as_json)
+        std::cout << json{{"report", (fs::path(report_dir) / "report.md").string()},
+                          {"csv", (fs::path(report_dir) / "results.csv").string()},
+                          {"json", (fs::path(report_dir) / "results.json").string()}}
+                         .dump(2)
+                  << "\n";
+      else
+        std::printf("wrote %s\n", (fs::path(report_dir) / "report.md").c_str());
+      return 0;
+    }
+  } catch (const InputError& e) {
+    std::fprintf(stderr, "crossdl: error: %s\n", e.what());
+    return kExitUsage;
+  }
+  return kExitUsage;
+}
