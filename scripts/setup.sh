@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what crossdl needs on Debian 12 (apt packages and the npm lockfile) and builds it.
 # Idempotent and quick when everything is already there.
-#   scripts/setup.sh            # packages + build (Release, in build/)
-#   scripts/setup.sh --no-build # packages only
+#   scripts/setup.sh               # packages + build (Release, in build/)
+#   scripts/setup.sh --no-build    # packages only
+#   scripts/setup.sh --test-deps   # also the test oracles (Debian's python3-torch, python3-onnx)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,9 +14,16 @@ PACKAGES=(
   libsqlite3-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev zlib1g-dev libgtest-dev
   dataset-fashion-mnist
   nodejs npm
-  # Test oracles only (the forward-pass check against PyTorch, the ONNX checker in Python).
-  python3 python3-torch python3-onnx python3-numpy
 )
+build=1
+for arg in "$@"; do
+  case $arg in
+    --no-build) build=0 ;;
+    # Test oracles only (the forward-pass check against PyTorch, the ONNX checker in Python).
+    --test-deps) PACKAGES+=(python3 python3-torch python3-onnx python3-numpy) ;;
+    *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -46,7 +54,7 @@ if [[ ! -f web/node_modules/.package-lock.json ]] ||
   cp web/package-lock.json web/node_modules/.crossdl-lock-stamp
 fi
 
-if [[ ${1:-} != --no-build ]]; then
+if ((build)); then
   BUILD_DIR=${CROSSDL_BUILD_DIR:-build}
   if [[ ! -f $BUILD_DIR/build.ninja ]]; then
     cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release >&2

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-unit}
-scripts/setup.sh --no-build
+scripts/setup.sh --no-build --test-deps
 case $mode in
   unit|--unit)
     cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null

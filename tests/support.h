@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "crossdl/status.h"
+
 namespace crossdl::test {
 
 // A fresh, empty folder under the build tree, unique to the calling test.
@@ -14,5 +16,16 @@ std::vector<std::byte> read_bytes(const std::string& path);
 void write_bytes(const std::string& path, const std::vector<std::byte>& bytes);
 void write_text(const std::string& path, const std::string& text);
 std::vector<std::byte> gzip_bytes(const std::vector<std::byte>& raw);
+
+// The message of the InputError that f() throws, or "" when it throws none.
+template <class F>
+std::string input_error_of(F&& f) {
+  try {
+    f();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "";
+}
 
 }  // namespace crossdl::test

@@ -16,20 +16,11 @@ namespace crossdl {
 namespace {
 
 namespace fs = std::filesystem;
+using test::input_error_of;
 using test::read_bytes;
 using test::scratch_dir;
 using test::write_bytes;
 using test::write_text;
-
-template <class F>
-std::string input_error_of(F&& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "";
-}
 
 // Pixel value of record r of file f at (channel, row, col): distinct and easy to recompute.
 std::uint8_t pixel(int f, int r, int c, int h, int w) {

@@ -14,18 +14,9 @@ namespace crossdl {
 namespace {
 
 namespace fs = std::filesystem;
+using test::input_error_of;
 using test::scratch_dir;
 using test::write_text;
-
-template <class F>
-std::string input_error_of(F&& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "";
-}
 
 // Train token counts: bad 3, great 3, movie 3, acting 2, it 2, then boring, don't, fun, i, loved,
 // miss once each. So the ids are bad 2, great 3, movie 4, acting 5, it 6, boring 7, don't 8,

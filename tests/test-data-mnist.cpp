@@ -19,19 +19,10 @@ namespace crossdl {
 namespace {
 
 namespace fs = std::filesystem;
+using test::input_error_of;
 using test::scratch_dir;
 using test::source_path;
 using test::write_text;
-
-template <class F>
-std::string input_error_of(F&& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "";
-}
 
 // One image of digit d: pixel p has value ((d * 7 + p) % 256) / 255 written with 3 decimals.
 std::string image_values(int d, int image) {

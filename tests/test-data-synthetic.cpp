@@ -10,19 +10,12 @@
 
 #include "crossdl/dataset.h"
 #include "crossdl/status.h"
+#include "support.h"
 
 namespace crossdl {
 namespace {
 
-template <class F>
-std::string input_error_of(F&& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::input_error_of;
 
 TEST(DataSynthetic, SameSeedSameBytes) {
   const Dataset a = synthetic_make(7, 300, 50, {1, 28, 28}, 10);

@@ -15,6 +15,9 @@
 #ifndef CROSSDL_VERSION
 #define CROSSDL_VERSION "unknown"
 #endif
+#if __has_include("crossdl_commit.h")
+#include "crossdl_commit.h"  // generated at build time by cmake/commit_stamp.cmake
+#endif
 #ifndef CROSSDL_GIT_COMMIT
 #define CROSSDL_GIT_COMMIT "unknown"
 #endif

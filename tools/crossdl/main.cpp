@@ -172,6 +172,8 @@ int cmd_train(const TrainArgs& a) {
     json m = train_run(req, progress_for(line, "train " + a.model + " " + f));
     line.done();
     m["provenance"] = machine_provenance();
+    m["provenance"]["libraries"][m["framework_info"]["library"].get<std::string>()] =
+        m["framework_info"]["version"];
     if (m["status"] != "ok" && m["status"] != "skipped") rc = kExitFinding;
     runs.push_back(m);
   }
@@ -272,6 +274,17 @@ void register_stages() {
   register_stage("train", {"model", "dataset", "framework"});
 }
 
+// A misspelt parameter or a bad value stops the study before anything runs, naming the cell.
+void validate_cells(const Study& s) {
+  for (const CellSpec& c : study_plan(s)) {
+    try {
+      if (c.stage == "train") (void)train_request_from_json(c.config());
+    } catch (const InputError& e) {
+      throw InputError(s.source + ": cell '" + c.label() + "': " + e.what());
+    }
+  }
+}
+
 int cmd_cell(const std::string& spec_file, const std::string& out_dir) {
   CellSpec spec = cell_spec_read(spec_file);
   json result = {{"event", "result"}};
@@ -301,6 +314,7 @@ int cmd_cell(const std::string& spec_file, const std::string& out_dir) {
                   {"samples_per_s", e.samples_per_s}});
     };
     json m = train_run(req, p);
+    result["framework"] = m["framework_info"];
     result["status"] = m["status"];
     result["message"] = m.value("message", "");
     m.erase("epoch_metrics");  // already sent as epoch events
@@ -312,6 +326,11 @@ int cmd_cell(const std::string& spec_file, const std::string& out_dir) {
     rc = kExitUsage;
   }
   result["provenance"] = machine_provenance();
+  if (result.contains("framework")) {
+    const json& fi = result["framework"];
+    result["provenance"]["libraries"][fi["library"].get<std::string>()] = fi["version"];
+    result.erase("framework");
+  }
   emit_event(result);
   return rc;
 }
@@ -404,6 +423,7 @@ int main(int argc, char** argv) {
   auto* study_cell = study->add_subcommand("cell", "Re-run one cell of a study in the foreground");
   study_cell->add_option("dir", cell_dir, "The study's --out folder")->required();
   study_cell->add_option("--id", cell_id_arg, "The cell id (from report.md)")->required();
+  study_cell->add_flag("--json", as_json, "Machine-readable summary");
 
   std::string report_dir;
   auto* report = app.add_subcommand("report", "Write report.md, results.csv and results.json");
@@ -433,6 +453,7 @@ int main(int argc, char** argv) {
     if (cell->parsed()) return cmd_cell(spec_file, cell_out);
     if (study_run_cmd->parsed()) {
       Study s = study_file.empty() ? study_preset(study_preset_name) : study_load(study_file);
+      validate_cells(s);
       StudyRunOptions opt;
       opt.out_dir = study_out;
       opt.resume = study_resume;
@@ -448,8 +469,11 @@ int main(int argc, char** argv) {
       opt.out_dir = cell_dir;
       opt.resume = true;
       opt.self_command_prefix = {fs::canonical("/proc/self/exe").string()};
+      opt.json = as_json;
       json summary;
-      return study_run_cell(cell_id_arg, opt, &summary);
+      const int rc = study_run_cell(cell_id_arg, opt, &summary);
+      if (as_json) std::cout << summary.dump(2) << "\n";
+      return rc;
     }
     if (report->parsed()) {
       report_write(report_dir);
