@@ -59,5 +59,5 @@ if ((build)); then
   if [[ ! -f $BUILD_DIR/build.ninja ]]; then
     cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release >&2
   fi
-  cmake --build "$BUILD_DIR" -j"$(nproc)" >&2
+  cmake --build "$BUILD_DIR" -j"$(nproc)" --target crossdl >&2
 fi

@@ -178,4 +178,22 @@ stages:
   for (const auto& [id, finished_at] : before) EXPECT_EQ(after.at(id), finished_at) << id;
   EXPECT_TRUE(fs::exists(out + "/report.md"));
   EXPECT_TRUE(fs::exists(out + "/results.csv"));
+
+  CliRun again = run_cli("study run " + dir + "/study.yaml --out " + out + " --resume");
+  EXPECT_EQ(again.rc, 0);
+  EXPECT_NE(again.out.find("0 run now, 6 already done"), std::string::npos) << again.out;
+}
+
+TEST(CliStudy, MisspeltParameterStopsTheStudyBeforeAnythingRuns) {
+  const std::string dir = crossdl::test::scratch_dir("study");
+  crossdl::test::write_text(dir + "/study.yaml", R"(name: typo
+defaults: {epochs: 1, learning_rate: 0.1}
+stages:
+  - stage: train
+    axes: {model: [lenet1], dataset: [synthetic], framework: [torch]}
+)");
+  const std::string err = dir + "/stderr.txt";
+  EXPECT_EQ(run_cli("study run " + dir + "/study.yaml --out " + dir + "/out", err).rc, 2);
+  EXPECT_NE(slurp(err).find("learning_rate"), std::string::npos) << slurp(err);
+  EXPECT_FALSE(fs::exists(dir + "/out/study.sqlite"));
 }

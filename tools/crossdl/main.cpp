@@ -274,6 +274,23 @@ void register_stages() {
   register_stage("train", {"model", "dataset", "framework"});
 }
 
+void print_study_summary(const json& s) {
+  std::string by_status;
+  const json counts = s.value("by_status", json::object());
+  for (const auto& [status, n] : counts.items())
+    by_status +=
+        (by_status.empty() ? "" : ", ") + std::to_string(n.get<long long>()) + " " + status;
+  std::printf("study %s: %lld cells (%s); %lld run now, %lld already done; %.1f s\n",
+              s.value("study", "").c_str(), s.value("cells", 0LL), by_status.c_str(),
+              s.value("ran", 0LL), s.value("skipped_done", 0LL), s.value("wall_s", 0.0));
+  const json findings = s.value("findings", json::array());
+  for (const auto& f : findings)
+    std::printf("  finding: %s %s: %s\n", f.value("status", "").c_str(),
+                f.value("label", "").c_str(), f.value("message", "").substr(0, 200).c_str());
+  if (s.contains("report") && s["report"].is_string())
+    std::printf("report: %s\n", s["report"].get<std::string>().c_str());
+}
+
 // A misspelt parameter or a bad value stops the study before anything runs, naming the cell.
 void validate_cells(const Study& s) {
   for (const CellSpec& c : study_plan(s)) {
@@ -461,7 +478,10 @@ int main(int argc, char** argv) {
       opt.self_command_prefix = {fs::canonical("/proc/self/exe").string()};
       json summary;
       int rc = study_run(s, opt, &summary);
-      if (as_json) std::cout << summary.dump(2) << "\n";
+      if (as_json)
+        std::cout << summary.dump(2) << "\n";
+      else
+        print_study_summary(summary);
       return rc;
     }
     if (study_cell->parsed()) {
@@ -490,6 +510,10 @@ int main(int argc, char** argv) {
   } catch (const InputError& e) {
     std::fprintf(stderr, "crossdl: error: %s\n", e.what());
     return kExitUsage;
+  } catch (const std::exception& e) {
+    // Not the user's fault: report it as a failure of the work, never as a crash.
+    std::fprintf(stderr, "crossdl: internal error: %s\n", e.what());
+    return kExitFinding;
   }
   return kExitUsage;
 }
