@@ -5,6 +5,10 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
+#include <utility>
+
 #include "crossdl/status.h"
 
 namespace crossdl::test {
@@ -17,7 +21,8 @@ void write_bytes(const std::string& path, const std::vector<std::byte>& bytes);
 void write_text(const std::string& path, const std::string& text);
 std::vector<std::byte> gzip_bytes(const std::vector<std::byte>& raw);
 
-// The message of the InputError that f() throws, or "" when it throws none.
+// The message of the InputError that f() throws, or "" when it throws none; error_of also fails
+// the test when nothing is thrown.
 template <class F>
 std::string input_error_of(F&& f) {
   try {
@@ -26,6 +31,12 @@ std::string input_error_of(F&& f) {
     return e.what();
   }
   return "";
+}
+template <class F>
+std::string error_of(F&& f) {
+  std::string msg = input_error_of(std::forward<F>(f));
+  if (msg.empty()) ADD_FAILURE() << "no InputError thrown";
+  return msg;
 }
 
 }  // namespace crossdl::test

@@ -9,6 +9,7 @@
 #include "crossdl/ir.h"
 #include "crossdl/status.h"
 #include "crossdl/zoo.h"
+#include "support.h"
 
 namespace crossdl {
 namespace {
@@ -50,17 +51,7 @@ Model small_cnn() {
   return m;
 }
 
-// The message of the InputError f throws (fails the test when it throws nothing).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no InputError thrown";
-  return "";
-}
+using test::error_of;
 
 TEST(IrOps, NamesRoundTrip) {
   for (int i = 0; i <= static_cast<int>(Op::GRU); ++i) {

@@ -44,16 +44,7 @@ std::vector<Case> all_cases() {
   return cases;
 }
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no InputError thrown";
-  return "";
-}
+using test::error_of;
 
 onnx::ModelProto load_proto(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
