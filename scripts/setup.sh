@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 # Build and product dependencies.
 PACKAGES=(
   build-essential cmake ninja-build pkg-config git
-  libtorch-dev libonnx-dev libprotobuf-dev protobuf-compiler
+  libtorch-dev libonnx-dev libprotobuf-dev protobuf-compiler libdlib-dev darknet
   libsqlite3-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev zlib1g-dev libgtest-dev
   dataset-fashion-mnist
   nodejs npm

@@ -30,6 +30,9 @@ struct TrainConfig {
   int step_size = 1;                  // step: epochs between decays
   double gamma = 0.1;                 // step: decay factor
   std::int64_t batch_size = 64;
+  // Every framework sees only full minibatches: the last partial one of an epoch is skipped
+  // (Darknet sizes its buffers for one batch). Which examples it holds changes every epoch.
+  bool drop_last = true;
   int epochs = 1;
   std::uint64_t seed = 1;  // initial weights and minibatch order
   RunOptions run;

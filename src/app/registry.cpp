@@ -39,8 +39,9 @@ constexpr Known kKnown[] = {
      "configure with a CUDA-enabled Torch: -DCMAKE_PREFIX_PATH=$(python3 -c 'import "
      "torch;print(torch.utils.cmake_prefix_path)')",
      nullptr},
-    {"dlib", "framework", "dlib", "apt-get install libdlib-dev", "/usr/include/dlib/dnn.h"},
-    {"darknet", "framework", "Darknet", "apt-get install darknet libdarknet-dev",
+    {"dlib", "framework", "dlib", "apt-get install libdlib-dev, then rebuild crossdl",
+     "/usr/include/dlib/dnn.h"},
+    {"darknet", "framework", "Darknet", "apt-get install darknet, then rebuild crossdl",
      "/usr/lib/darknet/include/darknet.h"},
     {"opencv", "runtime", "OpenCV DNN", "apt-get install libopencv-dev",
      "/usr/include/opencv4/opencv2/dnn.hpp"},

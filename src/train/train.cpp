@@ -103,7 +103,8 @@ TrainRequest train_request_from_json(const nlohmann::json& p) {
       "model",        "dataset",    "framework", "optimizer",  "lr",       "momentum",
       "weight_decay", "beta1",      "beta2",     "adam_eps",   "schedule", "step_size",
       "gamma",        "batch_size", "epochs",    "seed",       "threads",  "deterministic",
-      "train_limit",  "test_limit", "data_root", "vocab_size", "seq_len",  "eval_batch"};
+      "train_limit",  "test_limit", "data_root", "vocab_size", "seq_len",  "eval_batch",
+      "drop_last"};
   for (const auto& [key, value] : p.items())
     if (std::find(known.begin(), known.end(), key) == known.end())
       throw InputError("unknown training parameter '" + key + "'");
@@ -130,6 +131,11 @@ TrainRequest train_request_from_json(const nlohmann::json& p) {
   num("vocab_size", r.data.vocab_size);
   num("seq_len", r.data.seq_len);
   num("eval_batch", r.eval_batch);
+  if (p.contains("drop_last")) {
+    if (!p["drop_last"].is_boolean())
+      throw InputError("parameter drop_last: expected true or false");
+    r.config.drop_last = p["drop_last"].get<bool>();
+  }
   if (p.contains("deterministic")) {
     if (!p["deterministic"].is_boolean())
       throw InputError("parameter deterministic: expected true or false");
@@ -164,6 +170,7 @@ nlohmann::json train_run(const TrainRequest& req, const TrainProgress& progress)
                       {"seed", cfg.seed},
                       {"epochs", cfg.epochs},
                       {"batch_size", cfg.batch_size},
+                      {"drop_last", cfg.drop_last},
                       {"optimizer", cfg.optimizer},
                       {"lr", cfg.lr},
                       {"momentum", cfg.momentum},
@@ -200,7 +207,11 @@ nlohmann::json train_run(const TrainRequest& req, const TrainProgress& progress)
 
   const std::int64_t n = ds.train.size();
   if (n == 0) throw InputError("dataset " + req.dataset + " has no training examples");
-  const std::int64_t batches = (n + cfg.batch_size - 1) / cfg.batch_size;
+  const std::int64_t batches =
+      cfg.drop_last ? n / cfg.batch_size : (n + cfg.batch_size - 1) / cfg.batch_size;
+  if (batches == 0)
+    throw InputError("batch_size " + std::to_string(cfg.batch_size) + " is larger than the " +
+                     std::to_string(n) + " training examples");
   nlohmann::json epochs = nlohmann::json::array();
   double train_seconds = 0;
   std::int64_t nonfinite_losses = 0;
@@ -232,7 +243,7 @@ nlohmann::json train_run(const TrainRequest& req, const TrainProgress& progress)
     rec.seconds = since(t_epoch);
     train_seconds += rec.seconds;
     rec.train_loss = loss_sum / static_cast<double>(batches);
-    rec.samples_per_s = static_cast<double>(n) / rec.seconds;
+    rec.samples_per_s = static_cast<double>(batches * cfg.batch_size) / rec.seconds;
     try {
       rec.test_accuracy =
           evaluate_split(ds, ds.test, req.eval_batch, [&](const Tensor& x, Tensor& out) {
