@@ -1,6 +1,7 @@
 // Reports read DIR/study.sqlite only, never the runners: report.md, results.csv, results.json.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,5 +39,23 @@ struct MeanCi {
 MeanCi mean_ci95(const std::vector<double>& values);
 // The 0.975 quantile of Student's t with df degrees of freedom (df >= 1).
 double student_t975(int df);
+
+// How two models' test predictions relate. McNemar's test asks whether the two are equally often
+// right where they differ in correctness: only the discordant examples count (only_a_correct vs
+// only_b_correct), with the exact two-sided binomial p-value (p = 1 when there are none).
+struct PairAgreement {
+  std::int64_t n = 0;               // examples compared
+  std::int64_t disagree = 0;        // top-1 predictions differ
+  std::int64_t only_a_correct = 0;  // a right, b wrong
+  std::int64_t only_b_correct = 0;  // b right, a wrong
+  double disagreement = 0;          // disagree / n
+  double mcnemar_p = 1;
+};
+// Throws std::invalid_argument when the three do not have the same length.
+PairAgreement compare_predictions(const std::vector<std::int64_t>& a,
+                                  const std::vector<std::int64_t>& b,
+                                  const std::vector<std::int64_t>& labels);
+// Two-sided exact McNemar p-value from the discordant counts.
+double mcnemar_exact_p(std::int64_t only_a_correct, std::int64_t only_b_correct);
 
 }  // namespace crossdl

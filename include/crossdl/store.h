@@ -31,6 +31,7 @@ struct CellRecord {
   double elapsed_s = 0, child_peak_rss_mb = 0;
   nlohmann::json metrics = nlohmann::json::object();
   nlohmann::json provenance = nlohmann::json::object();
+  nlohmann::json outputs = nlohmann::json::object();  // loaded by Store::outputs(), not cells()
   std::string stderr_tail;
   std::string started_at, finished_at;
   std::vector<EpochRecord> epochs;
@@ -63,7 +64,9 @@ class Store {
   std::set<std::string> done_ids() const;
   std::vector<CellRecord> cells() const;  // by seq, with their epochs
   std::optional<CellRecord> find_cell(const std::string& id) const;
-  std::vector<EpochRecord> epochs() const;  // by cell seq, then epoch
+  std::vector<EpochRecord> epochs() const;
+  // A cell's per-example outputs ({} when it has none), e.g. {"test_predictions": [...]}.
+  nlohmann::json outputs(const std::string& cell_id) const;  // by cell seq, then epoch
 
  private:
   void exec(const char* sql) const;

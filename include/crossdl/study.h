@@ -111,6 +111,8 @@ struct CellOutcome {
   double child_peak_rss_mb = 0;  // wait4() ru_maxrss of the child
   nlohmann::json metrics = nlohmann::json::object();
   nlohmann::json provenance = nlohmann::json::object();
+  // Per-example results (e.g. test_predictions, test_labels): large, so stored apart from metrics.
+  nlohmann::json outputs = nlohmann::json::object();
   std::vector<EpochRecord> epochs;
   std::string stderr_tail;              // last ~4 KB of stderr and non-JSON stdout
   std::string started_at, finished_at;  // UTC ISO 8601

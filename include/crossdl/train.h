@@ -53,8 +53,10 @@ EvalResult evaluate_split(const Dataset& ds, const Split& split, std::int64_t ba
 
 // Trains and evaluates; writes the artefacts; returns the metrics object that `crossdl train
 // --json` prints (framework, model, dataset, test_accuracy, seconds, peak_rss_mb, weights_sha256,
-// artefact, epochs, ...). Throws InputError for bad input; a framework failure comes back as
-// metrics["status"] == "failed" with its message, an unsupported model as "skipped".
+// artefact, epochs, ...), plus "outputs" {test_predictions, test_labels} (per-example, for the
+// cross-framework statistics; callers printing metrics drop it). Throws InputError for bad input; a
+// framework failure comes back as metrics["status"] == "failed" with its message, an unsupported
+// model as "skipped".
 nlohmann::json train_run(const TrainRequest& req, const TrainProgress& progress);
 
 // Parses the JSON parameters of a study cell or the CLI into a request (InputError naming the

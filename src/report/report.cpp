@@ -162,6 +162,68 @@ ReportTable seeds_table(const std::vector<CellRecord>& train) {
   return t;
 }
 
+// Cells that differ only in their framework form a comparison group: same model, dataset, seed
+// and training parameters, hence the same initial weights and minibatches.
+std::string comparison_key(const CellRecord& c) {
+  json k = c.params;
+  for (const auto& [name, value] : c.axes.items())
+    if (name != "framework") k[name] = value;
+  return k.dump();
+}
+
+std::vector<std::int64_t> int_list(const json& j) {
+  std::vector<std::int64_t> out;
+  if (!j.is_array()) return out;
+  out.reserve(j.size());
+  for (const auto& v : j) out.push_back(v.is_number_integer() ? v.get<std::int64_t>() : -1);
+  return out;
+}
+
+ReportTable agreement_table(const std::vector<CellRecord>& train, const Store& store) {
+  ReportTable t;
+  t.title = "Cross-framework agreement";
+  t.columns = {"model",         "dataset",    "seed",       "framework A",      "framework B",
+               "test examples", "accuracy A", "accuracy B", "disagreement (%)", "only A right",
+               "only B right",  "McNemar p",  "difference"};
+  t.key_columns = {"model",     "framework A", "framework B", "disagreement (%)",
+                   "McNemar p", "difference"};
+  std::vector<std::string> order;
+  std::map<std::string, std::vector<const CellRecord*>> groups;
+  for (const auto& c : train) {
+    if (c.status != "ok") continue;
+    const std::string k = comparison_key(c);
+    if (!groups.count(k)) order.push_back(k);
+    groups[k].push_back(&c);
+  }
+  for (const auto& k : order) {
+    const auto& g = groups[k];
+    if (g.size() < 2) continue;
+    std::vector<json> outs;
+    for (const auto* c : g) outs.push_back(store.outputs(c->id));
+    for (std::size_t i = 0; i < g.size(); ++i) {
+      for (std::size_t j = i + 1; j < g.size(); ++j) {
+        const auto a = int_list(outs[i].value("test_predictions", json()));
+        const auto b = int_list(outs[j].value("test_predictions", json()));
+        const auto y = int_list(outs[i].value("test_labels", json()));
+        if (a.empty() || a.size() != b.size() || a.size() != y.size()) continue;
+        const PairAgreement p = compare_predictions(a, b, y);
+        const std::string fa = cell_text(lookup(*g[i], "framework"));
+        const std::string fb = cell_text(lookup(*g[j], "framework"));
+        std::string verdict = "not significant";
+        if (p.mcnemar_p < 0.05)
+          verdict = (p.only_a_correct > p.only_b_correct ? fa : fb) + " better (p < 0.05)";
+        t.rows.push_back({cell_text(lookup(*g[i], "model")), cell_text(lookup(*g[i], "dataset")),
+                          cell_text(lookup(*g[i], "seed")), fa, fb, std::to_string(p.n),
+                          fmt(number(g[i]->metrics.value("test_accuracy", json())), "%.4f"),
+                          fmt(number(g[j]->metrics.value("test_accuracy", json())), "%.4f"),
+                          fmt(100.0 * p.disagreement, "%.2f"), std::to_string(p.only_a_correct),
+                          std::to_string(p.only_b_correct), fmt(p.mcnemar_p, "%.3g"), verdict});
+      }
+    }
+  }
+  return t;
+}
+
 ReportTable epochs_table(const std::vector<CellRecord>& cells) {
   ReportTable t;
   t.title = "Per epoch";
@@ -317,6 +379,13 @@ void report_write(const std::string& dir) {
          "confidence interval of the mean (Student t, n-1 degrees of freedom; n/a for one "
          "seed).\n\n";
     r += md->table(seeds_table(train));
+    if (const ReportTable at = agreement_table(train, store); !at.rows.empty()) {
+      r += "Pairs of cells that differ only in their framework (same model, data, seed, initial "
+           "weights and minibatches): how often their top-1 test predictions differ, and "
+           "McNemar's exact test on their correctness (two-sided; a difference is called "
+           "significant only at p < 0.05).\n\n";
+      r += md->table(at);
+    }
     r += md->table(epochs_table(train));
   }
   if (!other.empty()) {

@@ -2,8 +2,13 @@
 // P(T > t) = I_{df/(df+t^2)}(df/2, 1/2) / 2, with the regularised incomplete beta function I
 // evaluated by its continued fraction, and t found by bisection. Checked against the standard
 // t table in tests (df=2: 4.303, df=4: 2.776, df=30: 2.042).
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "crossdl/report.h"
 
@@ -83,6 +88,43 @@ MeanCi mean_ci95(const std::vector<double>& values) {
   for (double v : values) ss += (v - r.mean) * (v - r.mean);
   double sd = std::sqrt(ss / static_cast<double>(r.n - 1));
   r.half_width = student_t975(static_cast<int>(r.n - 1)) * sd / std::sqrt(static_cast<double>(r.n));
+  return r;
+}
+
+double mcnemar_exact_p(std::int64_t only_a_correct, std::int64_t only_b_correct) {
+  const std::int64_t n = only_a_correct + only_b_correct;
+  if (n == 0) return 1.0;
+  const std::int64_t k = std::min(only_a_correct, only_b_correct);
+  // P(X <= k) for X ~ Binomial(n, 1/2), summed in log space so that n in the tens of thousands
+  // neither overflows nor underflows.
+  const double log_half_n = static_cast<double>(n) * std::log(0.5);
+  double log_sum = -std::numeric_limits<double>::infinity();
+  for (std::int64_t i = 0; i <= k; ++i) {
+    const double term = std::lgamma(double(n) + 1) - std::lgamma(double(i) + 1) -
+                        std::lgamma(double(n - i) + 1) + log_half_n;
+    const double hi = std::max(log_sum, term);
+    log_sum = hi + std::log(std::exp(log_sum - hi) + std::exp(term - hi));
+  }
+  return std::min(1.0, 2.0 * std::exp(log_sum));
+}
+
+PairAgreement compare_predictions(const std::vector<std::int64_t>& a,
+                                  const std::vector<std::int64_t>& b,
+                                  const std::vector<std::int64_t>& labels) {
+  if (a.size() != b.size() || a.size() != labels.size())
+    throw std::invalid_argument("compare_predictions: " + std::to_string(a.size()) + ", " +
+                                std::to_string(b.size()) + " and " + std::to_string(labels.size()) +
+                                " examples");
+  PairAgreement r;
+  r.n = static_cast<std::int64_t>(a.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    r.disagree += a[i] != b[i];
+    const bool ra = a[i] == labels[i], rb = b[i] == labels[i];
+    r.only_a_correct += ra && !rb;
+    r.only_b_correct += rb && !ra;
+  }
+  r.disagreement = r.n ? static_cast<double>(r.disagree) / static_cast<double>(r.n) : 0.0;
+  r.mcnemar_p = mcnemar_exact_p(r.only_a_correct, r.only_b_correct);
   return r;
 }
 

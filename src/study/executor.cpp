@@ -117,6 +117,7 @@ class Outcome {
       if (ev.contains("metrics") && ev["metrics"].is_object()) out.metrics = ev["metrics"];
       if (ev.contains("provenance") && ev["provenance"].is_object())
         out.provenance = ev["provenance"];
+      if (ev.contains("outputs") && ev["outputs"].is_object()) out.outputs = ev["outputs"];
       return;
     }
     if (kind == "epoch") {

@@ -23,6 +23,9 @@ CREATE TABLE IF NOT EXISTS cells (
 CREATE TABLE IF NOT EXISTS epochs (
   cell_id TEXT NOT NULL, epoch INTEGER NOT NULL, train_loss REAL, test_accuracy REAL,
   seconds REAL, peak_rss_mb REAL, samples_per_s REAL, PRIMARY KEY (cell_id, epoch));
+CREATE TABLE IF NOT EXISTS outputs (
+  cell_id TEXT NOT NULL, name TEXT NOT NULL, value_json TEXT NOT NULL,
+  PRIMARY KEY (cell_id, name));
 )";
 
 constexpr const char* kCellColumns =
@@ -161,6 +164,7 @@ CellRecord cell_record(const CellSpec& spec, const CellOutcome& o) {
   c.child_peak_rss_mb = o.child_peak_rss_mb;
   c.metrics = o.metrics;
   c.provenance = o.provenance;
+  c.outputs = o.outputs;
   c.stderr_tail = o.stderr_tail;
   c.started_at = o.started_at;
   c.finished_at = o.finished_at;
@@ -279,6 +283,12 @@ void Store::write_cell(const CellRecord& c) {
           .real(7, e.samples_per_s)
           .step();
     }
+    Stmt del_out(db_, path_, "DELETE FROM outputs WHERE cell_id = ?");
+    del_out.text(1, c.id).step();
+    for (const auto& [name, value] : c.outputs.items()) {
+      Stmt ins(db_, path_, "INSERT INTO outputs (cell_id, name, value_json) VALUES (?,?,?)");
+      ins.text(1, c.id).text(2, name).text(3, dump(value)).step();
+    }
     exec("COMMIT");
   } catch (...) {
     sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
@@ -332,6 +342,14 @@ std::optional<CellRecord> Store::find_cell(const std::string& id) const {
   CellRecord c = read_cell(s);
   c.epochs = epochs_where(id);
   return c;
+}
+
+nlohmann::json Store::outputs(const std::string& cell_id) const {
+  nlohmann::json out = nlohmann::json::object();
+  Stmt s(db_, path_, "SELECT name, value_json FROM outputs WHERE cell_id = ? ORDER BY name");
+  s.text(1, cell_id);
+  while (s.step()) out[s.col_text(0)] = parse_or(s.col_text(1), nlohmann::json());
+  return out;
 }
 
 std::optional<CellSpec> store_find_cell(const std::string& dir, const std::string& id) {

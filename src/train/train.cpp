@@ -100,11 +100,11 @@ TrainRequest train_request_from_json(const nlohmann::json& p) {
     dst = v.get<std::remove_reference_t<decltype(dst)>>();
   };
   static const std::vector<std::string> known = {
-      "model",        "dataset",    "framework", "optimizer",  "lr",       "momentum",
-      "weight_decay", "beta1",      "beta2",     "adam_eps",   "schedule", "step_size",
-      "gamma",        "batch_size", "epochs",    "seed",       "threads",  "deterministic",
-      "train_limit",  "test_limit", "data_root", "vocab_size", "seq_len",  "eval_batch",
-      "drop_last"};
+      "model",     "dataset",      "framework",     "optimizer",   "lr",
+      "momentum",  "weight_decay", "beta1",         "beta2",       "adam_eps",
+      "schedule",  "step_size",    "gamma",         "batch_size",  "epochs",
+      "seed",      "threads",      "deterministic", "train_limit", "test_limit",
+      "data_root", "vocab_size",   "seq_len",       "eval_batch",  "drop_last"};
   for (const auto& [key, value] : p.items())
     if (std::find(known.begin(), known.end(), key) == known.end())
       throw InputError("unknown training parameter '" + key + "'");
@@ -289,6 +289,12 @@ nlohmann::json train_run(const TrainRequest& req, const TrainProgress& progress)
   m["parameters"] = trained.parameter_count();
   m["nonfinite_losses"] = nonfinite_losses;
   m["epoch_metrics"] = epochs;
+  {
+    const auto p = final_eval.predictions.values<std::int64_t>();
+    const auto y = ds.test.y.values<std::int64_t>();
+    m["outputs"] = {{"test_predictions", std::vector<std::int64_t>(p.begin(), p.end())},
+                    {"test_labels", std::vector<std::int64_t>(y.begin(), y.end())}};
+  }
 
   if (!req.out_dir.empty()) {
     std::filesystem::create_directories(req.out_dir);
@@ -302,9 +308,12 @@ nlohmann::json train_run(const TrainRequest& req, const TrainProgress& progress)
     npy_write((std::filesystem::path(req.out_dir) / "test_logits.npy").string(), final_eval.logits);
     npy_write((std::filesystem::path(req.out_dir) / "test_predictions.npy").string(),
               final_eval.predictions);
+    npy_write((std::filesystem::path(req.out_dir) / "test_labels.npy").string(), ds.test.y);
     m["artefact"] = std::filesystem::absolute(artefact).string();
     m["wall_seconds"] = since(t_start);
-    write_json((std::filesystem::path(req.out_dir) / "metrics.json").string(), m);
+    nlohmann::json on_disk = m;
+    on_disk.erase("outputs");  // they are in the .npy files beside it
+    write_json((std::filesystem::path(req.out_dir) / "metrics.json").string(), on_disk);
   } else {
     m["artefact"] = nullptr;
     m["wall_seconds"] = since(t_start);

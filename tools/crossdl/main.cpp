@@ -1,6 +1,7 @@
 // crossdl: does a model still do the same thing across frameworks, runtimes and precisions?
 //
 // Exit codes: 0 success; 1 a failure or finding in the work itself; 2 bad usage or input.
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -122,6 +123,7 @@ struct TrainArgs {
   std::uint64_t seed = 1;
   std::int64_t batch_size = 64, train_limit = 0, test_limit = 0;
   double lr = 0.02, momentum = 0.9, weight_decay = 0.0, gamma = 0.1;
+  double timeout_s = 3600;  // per framework, when several run in child processes
   bool nondeterministic = false, as_json = false;
 };
 
@@ -158,31 +160,137 @@ TrainProgress progress_for(ProgressLine& line, const std::string& label) {
   return p;
 }
 
+json with_library_version(json m) {
+  if (m.contains("framework_info")) {
+    m["provenance"]["libraries"][m["framework_info"]["library"].get<std::string>()] =
+        m["framework_info"]["version"];
+  }
+  return m;
+}
+
+// One framework in this process: the simple, debuggable path for a single framework.
+json train_here(const TrainArgs& a, const std::string& f, const std::string& out,
+                ProgressLine& line) {
+  TrainRequest req = train_request_from_json(train_params(a, f));
+  req.out_dir = out;
+  json m = train_run(req, progress_for(line, "train " + a.model + " " + f));
+  line.done();
+  m["provenance"] = machine_provenance();
+  return with_library_version(std::move(m));
+}
+
+// One framework in a child process (a study cell of its own), so that a crash, an exit() or a
+// hang inside its library is a recorded outcome and the other frameworks still run.
+json train_isolated(const TrainArgs& a, const std::string& f, const std::string& out,
+                    ProgressLine& line) {
+  fs::create_directories(out);
+  json params = train_params(a, f);
+  CellSpec spec;
+  spec.stage = "train";
+  for (const char* axis : {"model", "dataset", "framework"}) {
+    spec.axes.emplace_back(axis, params[axis]);
+    params.erase(axis);
+  }
+  spec.params = params;
+  spec.timeout_s = a.timeout_s;
+  spec.id = cell_id(spec.stage, spec.axes, spec.params);
+  const std::string spec_file = (fs::path(out) / "spec.json").string();
+  cell_spec_write(spec_file, spec);
+  CellObserver obs;
+  obs.on_event = [&](const json& ev) {
+    if (ev.value("event", "") != "progress") return;
+    line.show("train " + a.model + " " + f + " | epoch " + std::to_string(ev.value("epoch", 0)) +
+              "/" + std::to_string(ev.value("epochs", 0)) + " batch " +
+              std::to_string(ev.value("batch", 0)) + "/" + std::to_string(ev.value("batches", 0)) +
+              " loss " + fmt("%.4f", ev.value("loss", 0.0)) + " " +
+              fmt("%.0f", ev.value("samples_per_s", 0.0)) + " samples/s");
+  };
+  const CellOutcome o = cell_execute(
+      spec.id,
+      {fs::canonical("/proc/self/exe").string(), "__cell", "--spec", spec_file, "--out", out},
+      a.timeout_s, obs, (fs::path(out) / "output.log").string());
+  line.done();
+  json m = o.metrics.is_object() ? o.metrics : json::object();
+  m["framework"] = f;
+  m["model"] = a.model;
+  m["dataset"] = a.dataset;
+  m["status"] = o.status;
+  std::string message = o.message;
+  if (o.status == "crashed") message = "killed by " + o.signal_name + ": " + o.stderr_tail;
+  if (o.status == "timeout") message = "no result after " + fmt("%.0f", a.timeout_s) + " s";
+  if (o.status == "failed" && message.empty()) message = o.stderr_tail;
+  if (!message.empty()) m["message"] = message;
+  m["process_seconds"] = o.elapsed_s;
+  m["outputs"] = o.outputs;
+  m["provenance"] = o.provenance;
+  return m;
+}
+
+json pairwise(const json& runs) {
+  json pairs = json::array();
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    for (std::size_t j = i + 1; j < runs.size(); ++j) {
+      const json &a = runs[i], &b = runs[j];
+      if (a["status"] != "ok" || b["status"] != "ok" || !a.contains("outputs") ||
+          !b.contains("outputs"))
+        continue;
+      const auto pa = a["outputs"]["test_predictions"].get<std::vector<std::int64_t>>();
+      const auto pb = b["outputs"]["test_predictions"].get<std::vector<std::int64_t>>();
+      const auto y = a["outputs"]["test_labels"].get<std::vector<std::int64_t>>();
+      const PairAgreement p = compare_predictions(pa, pb, y);
+      pairs.push_back({{"a", a["framework"]},
+                       {"b", b["framework"]},
+                       {"n", p.n},
+                       {"disagreement", p.disagreement},
+                       {"only_a_correct", p.only_a_correct},
+                       {"only_b_correct", p.only_b_correct},
+                       {"mcnemar_p", p.mcnemar_p},
+                       {"significant", p.mcnemar_p < 0.05}});
+    }
+  }
+  return pairs;
+}
+
 int cmd_train(const TrainArgs& a) {
   const auto frameworks = split_list(a.frameworks);
   if (frameworks.empty()) throw InputError("--framework: no framework named");
-  for (const auto& f : frameworks) (void)find_backend(f);  // fail early on a typo
+  for (std::size_t i = 0; i < frameworks.size(); ++i) {
+    (void)make_framework(frameworks[i]);  // a typo or a missing adapter: exit 2
+    for (std::size_t j = 0; j < i; ++j)
+      if (frameworks[i] == frameworks[j])
+        throw InputError("--framework: " + frameworks[i] + " is named twice");
+  }
+  (void)train_request_from_json(train_params(a, frameworks[0]));  // bad values: exit 2 now
+  const bool isolated = frameworks.size() > 1;
+  std::string out = a.out, scratch;
+  if (isolated && out.empty()) {
+    // The children need a place for their artefacts; without --out they are not kept.
+    std::string tmpl = (fs::temp_directory_path() / "crossdl-train-XXXXXX").string();
+    if (mkdtemp(tmpl.data()) == nullptr) throw InputError("cannot create a temporary folder");
+    out = scratch = tmpl;
+  }
   json runs = json::array();
   int rc = 0;
   ProgressLine line;
   for (const auto& f : frameworks) {
-    TrainRequest req = train_request_from_json(train_params(a, f));
-    if (!a.out.empty())
-      req.out_dir = frameworks.size() == 1 ? a.out : (fs::path(a.out) / f).string();
-    json m = train_run(req, progress_for(line, "train " + a.model + " " + f));
-    line.done();
-    m["provenance"] = machine_provenance();
-    m["provenance"]["libraries"][m["framework_info"]["library"].get<std::string>()] =
-        m["framework_info"]["version"];
+    json m = isolated ? train_isolated(a, f, (fs::path(out) / f).string(), line)
+                      : train_here(a, f, out, line);
     if (m["status"] != "ok" && m["status"] != "skipped") rc = kExitFinding;
-    runs.push_back(m);
+    runs.push_back(std::move(m));
+  }
+  const json pairs = pairwise(runs);
+  for (auto& m : runs) m.erase("outputs");
+  if (!scratch.empty()) {
+    fs::remove_all(scratch);
+    for (auto& m : runs) m["artefact"] = nullptr;
   }
   if (a.as_json) {
-    std::cout << (runs.size() == 1 ? runs[0] : json{{"runs", runs}}).dump(2) << "\n";
+    std::cout << (runs.size() == 1 ? runs[0] : json{{"runs", runs}, {"pairs", pairs}}).dump(2)
+              << "\n";
     return rc;
   }
   std::printf("%-9s %-9s %-14s %-8s %-9s %-10s %-10s %-13s %s\n", "framework", "model", "dataset",
-              "status", "test acc", "time (s)", "RSS (MB)", "weights", "artefact");
+              "status", "test acc", "time (s)", "RSS (MB)", "weights", "artefact / message");
   for (const auto& m : runs) {
     const bool ok = m["status"] == "ok";
     std::printf("%-9s %-9s %-14s %-8s %-9s %-10s %-10s %-13s %s\n",
@@ -193,13 +301,32 @@ int cmd_train(const TrainArgs& a) {
                 ok ? fmt("%.0f", m["peak_rss_mb"].get<double>()).c_str() : "-",
                 ok ? m["weights_sha256"].get<std::string>().substr(0, 12).c_str() : "-",
                 ok && m["artefact"].is_string() ? m["artefact"].get<std::string>().c_str()
-                                                : m.value("message", "").c_str());
+                                                : m.value("message", "").substr(0, 300).c_str());
   }
-  std::printf("(%lld train / %lld test examples, seed %llu, batch %lld, %d thread(s))\n",
-              static_cast<long long>(runs[0].value("train_size", 0)),
-              static_cast<long long>(runs[0].value("test_size", 0)),
-              static_cast<unsigned long long>(a.seed), static_cast<long long>(a.batch_size),
-              a.threads);
+  const json& first = runs[0];
+  std::printf(
+      "(%lld train / %lld test examples, seed %llu, batch %lld, %d thread(s); every "
+      "framework started from initial weights %s)\n",
+      first.value("train_size", 0LL), first.value("test_size", 0LL),
+      static_cast<unsigned long long>(a.seed), static_cast<long long>(a.batch_size), a.threads,
+      first.value("initial_weights_sha256", std::string("?")).substr(0, 12).c_str());
+  if (!pairs.empty()) {
+    std::printf("\n%-9s %-9s %-16s %-12s %-12s %-10s %s\n", "A", "B", "disagreement",
+                "only A right", "only B right", "McNemar p", "difference");
+    for (const auto& p : pairs) {
+      const bool a_better =
+          p["only_a_correct"].get<long long>() > p["only_b_correct"].get<long long>();
+      std::printf(
+          "%-9s %-9s %-16s %-12lld %-12lld %-10s %s\n", p["a"].get<std::string>().c_str(),
+          p["b"].get<std::string>().c_str(),
+          (fmt("%.2f", 100.0 * p["disagreement"].get<double>()) + " %").c_str(),
+          p["only_a_correct"].get<long long>(), p["only_b_correct"].get<long long>(),
+          fmt("%.3g", p["mcnemar_p"].get<double>()).c_str(),
+          p["significant"].get<bool>()
+              ? ((a_better ? p["a"] : p["b"]).get<std::string>() + " better (p < 0.05)").c_str()
+              : "not significant");
+    }
+  }
   return rc;
 }
 
@@ -335,6 +462,10 @@ int cmd_cell(const std::string& spec_file, const std::string& out_dir) {
     result["status"] = m["status"];
     result["message"] = m.value("message", "");
     m.erase("epoch_metrics");  // already sent as epoch events
+    if (m.contains("outputs")) {
+      result["outputs"] = m["outputs"];
+      m.erase("outputs");
+    }
     result["metrics"] = m;
     if (m["status"] == "failed") rc = kExitFinding;
   } catch (const InputError& e) {
@@ -409,6 +540,11 @@ int main(int argc, char** argv) {
                     "Dataset folder (default: where setup installs it)");
   train->add_flag("--nondeterministic", ta.nondeterministic,
                   "Do not ask the framework for deterministic algorithms");
+  train
+      ->add_option("--timeout", ta.timeout_s,
+                   "Seconds per framework when several run (each in its own process)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   train->add_flag("--json", ta.as_json, "Machine-readable output");
 
   std::string eval_model, eval_dataset = "fashion-mnist", eval_framework = "torch", eval_out;
