@@ -45,6 +45,9 @@ struct TrainRequest {
   TrainConfig config;
   std::string out_dir;             // receives model.onnx, metrics.json, test_logits.npy, ...
   std::int64_t eval_batch = 1000;  // batch size of evaluation passes
+  // Which repetition of an otherwise identical run this is (studies repeat runs to measure
+  // reproducibility); it changes nothing in the training and is recorded.
+  int replicate = 0;
 };
 
 // Evaluates `infer` (a Runner's or Trainer's) over a split in batches.

@@ -124,6 +124,13 @@ ReportTable training_table(const std::vector<CellRecord>& train) {
   return t;
 }
 
+// Repeated runs (replicate > 0) measure reproducibility; the statistics over seeds and between
+// frameworks use each configuration once.
+bool is_primary(const CellRecord& c) {
+  const json r = lookup(c, "replicate");
+  return !r.is_number() || r.get<double>() == 0;
+}
+
 ReportTable seeds_table(const std::vector<CellRecord>& train) {
   ReportTable t;
   t.title = "Across seeds";
@@ -135,7 +142,7 @@ ReportTable seeds_table(const std::vector<CellRecord>& train) {
   std::map<std::string, std::vector<std::string>> names;
   for (const auto& c : train) {
     double acc = number(c.metrics.value("test_accuracy", json()));
-    if (c.status != "ok" || std::isnan(acc)) continue;
+    if (c.status != "ok" || std::isnan(acc) || !is_primary(c)) continue;
     std::vector<std::string> k = {cell_text(lookup(c, "model")), cell_text(lookup(c, "dataset")),
                                   cell_text(lookup(c, "framework"))};
     std::string key = k[0] + "\x1f" + k[1] + "\x1f" + k[2];
@@ -190,7 +197,7 @@ ReportTable agreement_table(const std::vector<CellRecord>& train, const Store& s
   std::vector<std::string> order;
   std::map<std::string, std::vector<const CellRecord*>> groups;
   for (const auto& c : train) {
-    if (c.status != "ok") continue;
+    if (c.status != "ok" || !is_primary(c)) continue;
     const std::string k = comparison_key(c);
     if (!groups.count(k)) order.push_back(k);
     groups[k].push_back(&c);
@@ -219,6 +226,74 @@ ReportTable agreement_table(const std::vector<CellRecord>& train, const Store& s
                           fmt(100.0 * p.disagreement, "%.2f"), std::to_string(p.only_a_correct),
                           std::to_string(p.only_b_correct), fmt(p.mcnemar_p, "%.3g"), verdict});
       }
+    }
+  }
+  return t;
+}
+
+// Reproducibility as a measured fact: runs that differ only in `replicate` must give the same
+// weights to be called deterministic; runs that differ only in `threads` show what the thread
+// count changes.
+ReportTable reproducibility_table(const std::vector<CellRecord>& train) {
+  ReportTable t;
+  t.title = "Reproducibility";
+  t.columns = {"model",
+               "dataset",
+               "framework",
+               "seed",
+               "threads",
+               "runs",
+               "identical weights",
+               "test accuracy",
+               "same weights as the fewest threads"};
+  t.key_columns = {"framework", "threads", "runs", "identical weights"};
+  struct Group {
+    std::vector<std::string> names;
+    std::map<int, std::vector<const CellRecord*>> by_threads;
+  };
+  std::vector<std::string> order;
+  std::map<std::string, Group> groups;
+  for (const auto& c : train) {
+    if (c.status != "ok") continue;
+    json k = c.params;
+    for (const auto& [name, value] : c.axes.items()) k[name] = value;
+    k.erase("replicate");
+    k.erase("threads");
+    const std::string key = k.dump();
+    if (!groups.count(key)) {
+      order.push_back(key);
+      groups[key].names = {cell_text(lookup(c, "model")), cell_text(lookup(c, "dataset")),
+                           cell_text(lookup(c, "framework")), cell_text(lookup(c, "seed"))};
+    }
+    const json th = lookup(c, "threads");
+    groups[key].by_threads[th.is_number_integer() ? th.get<int>() : 1].push_back(&c);
+  }
+  for (const auto& key : order) {
+    const Group& g = groups[key];
+    std::size_t runs = 0;
+    for (const auto& [th, cells] : g.by_threads) runs += cells.size();
+    if (runs < 2) continue;  // nothing to compare
+    const int base_threads = g.by_threads.begin()->first;
+    const std::string base_sha =
+        g.by_threads.begin()->second.front()->metrics.value("weights_sha256", std::string());
+    for (const auto& [th, cells] : g.by_threads) {
+      std::set<std::string> shas;
+      double lo = 1, hi = 0;
+      for (const auto* c : cells) {
+        shas.insert(c->metrics.value("weights_sha256", std::string()));
+        const double acc = number(c->metrics.value("test_accuracy", json()));
+        lo = std::min(lo, acc), hi = std::max(hi, acc);
+      }
+      std::string identical = "n/a (1 run)";
+      if (cells.size() > 1)
+        identical = shas.size() == 1 ? "yes" : "no (" + std::to_string(shas.size()) + " distinct)";
+      std::string same;
+      if (th != base_threads)
+        same = (shas.size() == 1 && *shas.begin() == base_sha ? "yes" : "no") +
+               std::string(" (vs threads=") + std::to_string(base_threads) + ")";
+      t.rows.push_back({g.names[0], g.names[1], g.names[2], g.names[3], std::to_string(th),
+                        std::to_string(cells.size()), identical,
+                        fmt(lo, "%.4f") + (hi > lo ? " - " + fmt(hi, "%.4f") : ""), same});
     }
   }
   return t;
@@ -385,6 +460,12 @@ void report_write(const std::string& dir) {
            "McNemar's exact test on their correctness (two-sided; a difference is called "
            "significant only at p < 0.05).\n\n";
       r += md->table(at);
+    }
+    if (const ReportTable rt = reproducibility_table(train); !rt.rows.empty()) {
+      r += "Runs repeated with an identical configuration (the `replicate` axis) and with "
+           "another thread count: whether the trained weights are bit-identical (SHA-256 of the "
+           "weight set).\n\n";
+      r += md->table(rt);
     }
     r += md->table(epochs_table(train));
   }

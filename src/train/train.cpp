@@ -100,11 +100,11 @@ TrainRequest train_request_from_json(const nlohmann::json& p) {
     dst = v.get<std::remove_reference_t<decltype(dst)>>();
   };
   static const std::vector<std::string> known = {
-      "model",     "dataset",      "framework",     "optimizer",   "lr",
-      "momentum",  "weight_decay", "beta1",         "beta2",       "adam_eps",
-      "schedule",  "step_size",    "gamma",         "batch_size",  "epochs",
-      "seed",      "threads",      "deterministic", "train_limit", "test_limit",
-      "data_root", "vocab_size",   "seq_len",       "eval_batch",  "drop_last"};
+      "model",        "dataset",    "framework", "optimizer",  "lr",       "momentum",
+      "weight_decay", "beta1",      "beta2",     "adam_eps",   "schedule", "step_size",
+      "gamma",        "batch_size", "epochs",    "seed",       "threads",  "deterministic",
+      "train_limit",  "test_limit", "data_root", "vocab_size", "seq_len",  "eval_batch",
+      "drop_last",    "replicate"};
   for (const auto& [key, value] : p.items())
     if (std::find(known.begin(), known.end(), key) == known.end())
       throw InputError("unknown training parameter '" + key + "'");
@@ -141,6 +141,7 @@ TrainRequest train_request_from_json(const nlohmann::json& p) {
       throw InputError("parameter deterministic: expected true or false");
     r.config.run.deterministic = p["deterministic"].get<bool>();
   }
+  num("replicate", r.replicate);
   r.data.seed = r.config.seed;
   if (r.config.optimizer != "sgd" && r.config.optimizer != "adam")
     throw InputError("parameter optimizer: '" + r.config.optimizer + "' is not one of sgd, adam");
@@ -177,6 +178,7 @@ nlohmann::json train_run(const TrainRequest& req, const TrainProgress& progress)
                       {"weight_decay", cfg.weight_decay},
                       {"schedule", cfg.schedule},
                       {"threads", cfg.run.threads},
+                      {"replicate", req.replicate},
                       {"deterministic", cfg.run.deterministic},
                       {"train_size", ds.train.size()},
                       {"test_size", ds.test.size()},
