@@ -187,12 +187,15 @@ TEST(StudyPresets, ParseAndPlan) {
   Study quick = study_preset("quick");
   EXPECT_EQ(quick.source, "preset:quick");
   auto q = study_plan(quick);
-  EXPECT_EQ(q.size(), 2u * 3u + 2u);
-  EXPECT_EQ(q[6].value("model"), "resnet20");
-  EXPECT_EQ(q[6].value("train_limit"), 5000);
-  EXPECT_EQ(q[6].value("test_limit"), 2000);
+  // 2 LeNets x 3 frameworks x 3 seeds, 2 models x 3 frameworks, 3 frameworks x 2 x 2 repeats.
+  EXPECT_EQ(q.size(), 18u + 6u + 12u);
+  EXPECT_EQ(q[18].value("model"), "resnet20");
+  EXPECT_EQ(q[18].value("train_limit"), 5000);
+  EXPECT_EQ(q[18].value("test_limit"), 2000);
+  EXPECT_EQ(q[35].value("replicate"), 1);
+  EXPECT_EQ(q[35].value("threads"), 2);
   auto p = study_plan(study_preset("paper"));
-  EXPECT_EQ(p.size(), 6u * 5u);
+  EXPECT_EQ(p.size(), 6u * 3u * 5u);  // 6 models, 3 frameworks, 5 seeds
   for (const auto& c : p) EXPECT_EQ(c.value("epochs"), 10);
   try {
     study_preset("huge");

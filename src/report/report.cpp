@@ -134,18 +134,34 @@ bool is_primary(const CellRecord& c) {
 ReportTable seeds_table(const std::vector<CellRecord>& train) {
   ReportTable t;
   t.title = "Across seeds";
-  t.columns = {"model",      "dataset", "framework",          "n seeds", "mean test accuracy",
-               "95% CI (±)", "95% CI",  "mean train time (s)"};
+  t.columns = {"model",
+               "dataset",
+               "framework",
+               "train size",
+               "threads",
+               "n seeds",
+               "mean test accuracy",
+               "95% CI (±)",
+               "95% CI",
+               "mean train time (s)",
+               "mean peak RSS (MB)"};
   t.key_columns = {"model", "dataset", "framework", "n seeds", "mean test accuracy", "95% CI (±)"};
   std::vector<std::string> order;
   std::map<std::string, std::pair<std::vector<double>, std::vector<double>>> groups;
   std::map<std::string, std::vector<std::string>> names;
+  std::map<std::string, std::vector<double>> rss_of;
   for (const auto& c : train) {
     double acc = number(c.metrics.value("test_accuracy", json()));
     if (c.status != "ok" || std::isnan(acc) || !is_primary(c)) continue;
     std::vector<std::string> k = {cell_text(lookup(c, "model")), cell_text(lookup(c, "dataset")),
-                                  cell_text(lookup(c, "framework"))};
-    std::string key = k[0] + "\x1f" + k[1] + "\x1f" + k[2];
+                                  cell_text(lookup(c, "framework")),
+                                  cell_text(c.metrics.value("train_size", json())),
+                                  cell_text(lookup(c, "threads"))};
+    // Seeds are pooled only across otherwise identical configurations.
+    json cfg = c.params;
+    for (const auto& [name, value] : c.axes.items())
+      if (name != "seed") cfg[name] = value;
+    std::string key = cfg.dump();
     if (!groups.count(key)) {
       order.push_back(key);
       names[key] = k;
@@ -153,18 +169,23 @@ ReportTable seeds_table(const std::vector<CellRecord>& train) {
     groups[key].first.push_back(acc);
     double s = number(c.metrics.value("seconds", json()));
     if (!std::isnan(s)) groups[key].second.push_back(s);
+    double rss = number(c.metrics.value("peak_rss_mb", json()));
+    if (!std::isnan(rss)) rss_of[key].push_back(rss);
   }
   for (const auto& key : order) {
     const auto& [accs, secs] = groups[key];
     MeanCi ci = mean_ci95(accs);
     MeanCi st = mean_ci95(secs);
     bool have_ci = !std::isnan(ci.half_width);
-    t.rows.push_back({names[key][0], names[key][1], names[key][2], std::to_string(ci.n),
-                      fmt(ci.mean, "%.4f"), have_ci ? fmt(ci.half_width, "%.4f") : "n/a",
+    const auto& rss = rss_of[key];
+    t.rows.push_back({names[key][0], names[key][1], names[key][2], names[key][3], names[key][4],
+                      std::to_string(ci.n), fmt(ci.mean, "%.4f"),
+                      have_ci ? fmt(ci.half_width, "%.4f") : "n/a",
                       have_ci ? "[" + fmt(ci.mean - ci.half_width, "%.4f") + ", " +
                                     fmt(ci.mean + ci.half_width, "%.4f") + "]"
                               : "n/a",
-                      secs.empty() ? "" : fmt(st.mean, "%.1f")});
+                      secs.empty() ? "" : fmt(st.mean, "%.1f"),
+                      rss.empty() ? "" : fmt(mean_ci95(rss).mean, "%.0f")});
   }
   return t;
 }

@@ -162,6 +162,18 @@ nlohmann::json train_run(const TrainRequest& req, const TrainProgress& progress)
   const TrainConfig& cfg = req.config;
   Dataset ds = load_dataset(req.dataset, req.data);
   const ir::Model model = zoo::build(req.model, zoo::input_spec(ds));
+  // A framework crossdl knows but this build lacks is a skip with its reason (a study's default
+  // frameworks need not all be installed); an unknown name is the user's error.
+  if (const BackendEntry* e = find_backend(req.framework); e != nullptr && !e->make_framework) {
+    std::string why;
+    if (e->probe) (void)e->probe(why);
+    return {{"framework", req.framework},
+            {"model", req.model},
+            {"dataset", req.dataset},
+            {"seed", cfg.seed},
+            {"status", "skipped"},
+            {"message", req.framework + " is not available: " + why + "; " + e->install_hint}};
+  }
   std::unique_ptr<Framework> fw = make_framework(req.framework);
   const FrameworkInfo fi = fw->info();
 
