@@ -12,7 +12,12 @@
 #include "crossdl/train.h"
 #include "crossdl/zoo.h"
 
+#include "app_support.h"
+
 using namespace crossdl;
+using test::fashion_subset;
+using test::first_n;
+using test::max_abs_diff;
 
 namespace {
 
@@ -28,28 +33,6 @@ bool have_darknet(std::string& why) {
 bool have_torch() {
   const BackendEntry* e = find_backend("torch");
   return e != nullptr && static_cast<bool>(e->make_framework);
-}
-
-Dataset fashion(std::int64_t train, std::int64_t test) {
-  DataOptions o;
-  o.train_limit = train;
-  o.test_limit = test;
-  return load_dataset("fashion-mnist", o);
-}
-
-std::vector<std::int64_t> first_n(std::int64_t n) {
-  std::vector<std::int64_t> v(static_cast<std::size_t>(n));
-  std::iota(v.begin(), v.end(), 0);
-  return v;
-}
-
-double max_abs_diff(const Tensor& a, const Tensor& b) {
-  EXPECT_EQ(a.shape(), b.shape());
-  const auto av = a.values<float>(), bv = b.values<float>();
-  double d = 0;
-  for (std::size_t i = 0; i < std::min(av.size(), bv.size()); ++i)
-    d = std::max(d, std::abs(static_cast<double>(av[i]) - bv[i]));
-  return d;
 }
 
 double max_abs(const Tensor& a) {
@@ -75,7 +58,7 @@ TrainRequest lenet5_request() {
 TEST(DarknetAdapter, WeightsRoundTripBitIdentically) {
   std::string why;
   if (!have_darknet(why)) GTEST_SKIP() << why;
-  Dataset ds = fashion(16, 16);
+  Dataset ds = fashion_subset(16, 16);
   auto fw = make_framework("darknet");
   for (const char* name : {"lenet1", "lenet5", "resnet20"}) {
     SCOPED_TRACE(name);
@@ -97,7 +80,7 @@ TEST(DarknetAdapter, WeightsRoundTripBitIdentically) {
 TEST(DarknetAdapter, RecurrentModelsAreRefusedNamingTheLayer) {
   std::string why;
   if (!have_darknet(why)) GTEST_SKIP() << why;
-  Dataset ds = fashion(16, 16);
+  Dataset ds = fashion_subset(16, 16);
   auto fw = make_framework("darknet");
   const ir::Model lstm = zoo::build("lstm", zoo::input_spec(ds));
   const Capability c = fw->supports(lstm);
@@ -120,7 +103,7 @@ TEST(DarknetAdapter, LogitsAndInputGradientMatchTorch) {
   std::string why;
   if (!have_darknet(why)) GTEST_SKIP() << why;
   if (!have_torch()) GTEST_SKIP() << "no torch adapter to compare with";
-  Dataset ds = fashion(1, 64);
+  Dataset ds = fashion_subset(1, 64);
   const auto idx = first_n(64);
   const Tensor x = make_batch(ds, ds.test, idx);
   const Tensor y = make_labels(ds.test, idx);
@@ -159,7 +142,7 @@ TEST(DarknetAdapter, Resnet20LogitsMatchTorchOnFreshStatistics) {
   std::string why;
   if (!have_darknet(why)) GTEST_SKIP() << why;
   if (!have_torch()) GTEST_SKIP() << "no torch adapter to compare with";
-  Dataset ds = fashion(1, 16);
+  Dataset ds = fashion_subset(1, 16);
   const auto idx = first_n(16);
   const Tensor x = make_batch(ds, ds.test, idx);
   const ir::Model m = zoo::build("resnet20", zoo::input_spec(ds));
@@ -190,7 +173,7 @@ TEST(DarknetAdapter, OneSgdStepMatchesTorch) {
   std::string why;
   if (!have_darknet(why)) GTEST_SKIP() << why;
   if (!have_torch()) GTEST_SKIP() << "no torch adapter to compare with";
-  Dataset ds = fashion(32, 1);
+  Dataset ds = fashion_subset(32, 1);
   const auto idx = first_n(32);
   const Tensor x = make_batch(ds, ds.train, idx);
   const Tensor y = make_labels(ds.train, idx);
@@ -252,7 +235,7 @@ TEST(DarknetTraining, Lenet5LearnsAndIsReproducible) {
 TEST(DarknetTraining, PartialBatchesAndAdamAreRefusedCleanly) {
   std::string why;
   if (!have_darknet(why)) GTEST_SKIP() << why;
-  Dataset ds = fashion(16, 16);
+  Dataset ds = fashion_subset(16, 16);
   const ir::Model m = zoo::build("lenet5", zoo::input_spec(ds));
   auto fw = make_framework("darknet");
   TrainConfig cfg;

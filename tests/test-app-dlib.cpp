@@ -12,7 +12,12 @@
 #include "crossdl/train.h"
 #include "crossdl/zoo.h"
 
+#include "app_support.h"
+
 using namespace crossdl;
+using test::fashion_subset;
+using test::first_n;
+using test::max_abs_diff;
 
 namespace {
 
@@ -34,40 +39,10 @@ bool built(const std::string& name, std::string& why) {
 
 const zoo::InputSpec kMnistLike{{1, 28, 28}, DType::F32, 10, 0};
 
-Dataset small_fashion(std::int64_t train, std::int64_t test) {
-  DataOptions o;
-  o.train_limit = train;
-  o.test_limit = test;
-  return load_dataset("fashion-mnist", o);
-}
-
-std::vector<std::int64_t> first_n(std::int64_t n) {
-  std::vector<std::int64_t> v(static_cast<std::size_t>(n));
-  std::iota(v.begin(), v.end(), 0);
-  return v;
-}
-
 std::string sci(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.3g", v);
   return buf;
-}
-
-double max_abs_diff(const Tensor& a, const Tensor& b) {
-  EXPECT_EQ(a.shape(), b.shape());
-  if (a.shape() != b.shape()) return INFINITY;
-  const auto x = a.values<float>(), y = b.values<float>();
-  double m = 0;
-  for (std::size_t i = 0; i < x.size(); ++i)
-    m = std::max(m, static_cast<double>(std::fabs(x[i] - y[i])));
-  return m;
-}
-
-double max_abs_diff(const WeightSet& a, const WeightSet& b) {
-  EXPECT_EQ(a.names(), b.names());
-  double m = 0;
-  for (const auto& n : a.names()) m = std::max(m, max_abs_diff(a.at(n), b.at(n)));
-  return m;
 }
 
 // Trains `steps` steps on successive 32-example batches with `cfg` and returns the weights.
@@ -131,7 +106,7 @@ TEST(DlibAdapter, LogitsAndInputGradientsMatchTorch) {
   REQUIRE_ADAPTER("torch");
   auto dl = make_framework("dlib");
   auto th = make_framework("torch");
-  const Dataset ds = small_fashion(1, 64);
+  const Dataset ds = fashion_subset(1, 64);
   const auto idx = first_n(64);
   const Tensor x = make_batch(ds, ds.test, idx);
   const Tensor y = make_labels(ds.test, idx);
@@ -169,7 +144,7 @@ TEST(DlibAdapter, OptimiserStepsMatchTorch) {
   REQUIRE_ADAPTER("torch");
   auto dl = make_framework("dlib");
   auto th = make_framework("torch");
-  const Dataset ds = small_fashion(96, 1);
+  const Dataset ds = fashion_subset(96, 1);
   const ir::Model m = zoo::build("lenet5", kMnistLike);
   const WeightSet init = init_weights(m, 5);
   TrainConfig sgd;

@@ -15,7 +15,12 @@
 #include "support.h"
 
 namespace fs = std::filesystem;
+#include "app_support.h"
+
 using namespace crossdl;
+using test::fashion_subset;
+using test::first_n;
+using test::max_abs_diff;
 
 namespace {
 
@@ -31,19 +36,6 @@ bool oracle_available(std::string& why) {
     return false;
   }
   return true;
-}
-
-Dataset small_fashion(std::int64_t train, std::int64_t test) {
-  DataOptions o;
-  o.train_limit = train;
-  o.test_limit = test;
-  return load_dataset("fashion-mnist", o);
-}
-
-std::vector<std::int64_t> first_n(std::int64_t n) {
-  std::vector<std::int64_t> v(static_cast<std::size_t>(n));
-  std::iota(v.begin(), v.end(), 0);
-  return v;
 }
 
 TrainRequest lenet5_request(std::int64_t train_limit, std::int64_t test_limit) {
@@ -65,7 +57,7 @@ TEST(TorchOracle, Lenet5ForwardAndGradientMatchPyTorch) {
   std::string why;
   if (!oracle_available(why)) GTEST_SKIP() << why;
   const std::string dir = test::scratch_dir("oracle");
-  Dataset ds = small_fashion(1, 64);
+  Dataset ds = fashion_subset(1, 64);
   const ir::Model model = zoo::build("lenet5", zoo::input_spec(ds));
   const WeightSet w = init_weights(model, 11);
   onnx_write(dir + "/model.onnx", model, w);

@@ -190,8 +190,8 @@ TEST(StudyPresets, ParseAndPlan) {
   // 2 LeNets x 3 frameworks x 3 seeds, 2 models x 3 frameworks, 3 frameworks x 2 x 2 repeats.
   EXPECT_EQ(q.size(), 18u + 6u + 12u);
   EXPECT_EQ(q[18].value("model"), "resnet20");
-  EXPECT_EQ(q[18].value("train_limit"), 5000);
-  EXPECT_EQ(q[18].value("test_limit"), 2000);
+  EXPECT_EQ(q[18].value("train_limit"), 2000);
+  EXPECT_EQ(q[18].value("test_limit"), 1000);
   EXPECT_EQ(q[35].value("replicate"), 1);
   EXPECT_EQ(q[35].value("threads"), 2);
   auto p = study_plan(study_preset("paper"));
