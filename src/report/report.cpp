@@ -426,6 +426,15 @@ std::string trim_tail(const std::string& s, std::size_t max_lines, std::size_t m
   return t;
 }
 
+// What a framework could not do is a result too: each skip with its reason.
+std::string skipped_section(const std::vector<CellRecord>& cells) {
+  std::string out;
+  for (const auto& c : cells)
+    if (c.status == "skipped")
+      out += "- " + label_of(c) + ": " + trim_tail(c.message, 3, 400) + "\n";
+  return out.empty() ? out : "## Skipped\n\n" + out + "\n";
+}
+
 std::string findings_section(const std::vector<CellRecord>& cells, const std::string& dir) {
   std::string out = "## Findings\n\n";
   std::size_t n = 0;
@@ -574,6 +583,7 @@ void report_write(const std::string& dir) {
       ot.rows.push_back({c.stage, label_of(c), c.status, fmt(c.elapsed_s, "%.1f")});
     r += "## Other stages\n\n" + md->table(ot);
   }
+  r += skipped_section(cells);
   r += findings_section(cells, dir);
   write_file(fs::path(dir) / "report.md", r);
 
