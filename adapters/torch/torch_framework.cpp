@@ -1,18 +1,26 @@
 // The LibTorch adapter: builds a torch::nn module graph from the IR, imports and exports the
 // shared weight set, trains with torch::optim, and computes input gradients.
 //
+// Two frameworks come from this file: `torch` (CPU) always, and `torch-cuda` (the same code on
+// cuda:0) when CMake found a CUDA-enabled LibTorch and defines CROSSDL_TORCH_CUDA=1.
+//
 // LibTorch headers stay inside this file: one translation unit with <torch/torch.h> costs ~15 s.
 #include <torch/torch.h>
 #include <torch/version.h>
 
 #include <ATen/Parallel.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "crossdl/adapter.h"
+
+#if CROSSDL_TORCH_CUDA
+#include <dlfcn.h>
+#endif
 
 namespace crossdl {
 namespace {
@@ -57,7 +65,8 @@ Tensor from_torch(const torch::Tensor& src, Layout layout = Layout::Any) {
 // named after the layer; parameters keep PyTorch's own names (weight, bias, weight_ih_l0, ...).
 class IrNet : public torch::nn::Module {
  public:
-  explicit IrNet(const ir::Model& m) : model_(m) {
+  // `cuda`: the net will run on a CUDA device (see GlobalAvgPool in forward()).
+  IrNet(const ir::Model& m, bool cuda) : model_(m), cuda_(cuda) {
     const auto shapes = ir::infer_shapes(m);
     for (std::size_t i = 0; i < m.layers.size(); ++i) {
       const ir::Layer& l = m.layers[i];
@@ -152,7 +161,9 @@ class IrNet : public torch::nn::Module {
                                 /*count_include_pad=*/false);
           break;
         case ir::Op::GlobalAvgPool:
-          y = torch::adaptive_avg_pool2d(a, {1, 1});
+          // adaptive_avg_pool2d's CUDA backward has no deterministic implementation (it throws
+          // under setDeterministicAlgorithms): on CUDA the same average is a mean over H and W.
+          y = cuda_ ? a.mean({2, 3}, /*keepdim=*/true) : torch::adaptive_avg_pool2d(a, {1, 1});
           break;
         case ir::Op::Add:
           y = a + out.at(inputs_[i].at(1));
@@ -212,6 +223,7 @@ class IrNet : public torch::nn::Module {
   }
 
   ir::Model model_;
+  bool cuda_ = false;
   std::vector<std::vector<std::string>> inputs_;
   std::map<std::string, std::size_t, std::less<>> last_use_;  // output name -> last reader
   template <class M>
@@ -243,9 +255,21 @@ void export_weights_from(IrNet& net, const ir::Model& m, WeightSet& out) {
   out = std::move(w);
 }
 
-void apply_run_options(const RunOptions& o) {
+void apply_run_options(const RunOptions& o, const torch::Device& device) {
   torch::set_num_threads(o.threads);
   at::globalContext().setDeterministicAlgorithms(o.deterministic, /*warn_only=*/false);
+  if (device.is_cuda()) {
+    // cuDNN: deterministic kernels and no autotuning (benchmark mode picks kernels by timing).
+    // cuBLAS also needs CUBLAS_WORKSPACE_CONFIG=:4096:8 before CUDA initialises: see
+    // make_torch_cuda_framework().
+    at::globalContext().setDeterministicCuDNN(o.deterministic);
+    at::globalContext().setBenchmarkCuDNN(!o.deterministic);
+  }
+}
+
+// A crossdl tensor as a torch tensor on `device`. On the CPU this is the zero-copy view itself.
+torch::Tensor to_device(const Tensor& t, const torch::Device& device) {
+  return to_torch(t).to(device);
 }
 
 // Runs `fn`, turning any library exception into a failed Status with its message.
@@ -263,29 +287,38 @@ Status guarded(const char* what, Fn&& fn) {
   }
 }
 
-Tensor logits_of(IrNet& net, const Tensor& x) {
+Tensor logits_of(IrNet& net, const Tensor& x, const torch::Device& device) {
   torch::NoGradGuard no_grad;
   net.eval();
-  return from_torch(net.forward(to_torch(x)), Layout::NC);
+  return from_torch(net.forward(to_device(x, device)), Layout::NC);
+}
+
+// Imports `w` into the (CPU) net, then moves the net to `device`.
+void import_and_place(IrNet& net, const ir::Model& m, const WeightSet& w,
+                      const torch::Device& device) {
+  import_weights(net, m, w);
+  if (!device.is_cpu()) net.to(device);
 }
 
 class TorchRunner : public Runner {
  public:
-  TorchRunner(const ir::Model& m, const WeightSet& w, const RunOptions& o)
-      : net_(std::make_shared<IrNet>(m)) {
-    apply_run_options(o);
-    import_weights(*net_, m, w);
+  TorchRunner(const ir::Model& m, const WeightSet& w, const RunOptions& o,
+              const torch::Device& device)
+      : device_(device), net_(std::make_shared<IrNet>(m, device.is_cuda())) {
+    apply_run_options(o, device_);
+    import_and_place(*net_, m, w, device_);
     net_->eval();
   }
   Status infer(const Tensor& x, Tensor& logits) override {
-    return guarded("infer", [&] { logits = logits_of(*net_, x); });
+    return guarded("infer", [&] { logits = logits_of(*net_, x, device_); });
   }
   Status input_gradient(const Tensor& x, const Tensor& labels, Tensor& grad,
                         double& loss) override {
     return guarded("input_gradient", [&] {
       net_->eval();
-      torch::Tensor xt = to_torch(x).clone().set_requires_grad(true);
-      torch::Tensor l = torch::nn::functional::cross_entropy(net_->forward(xt), to_torch(labels));
+      torch::Tensor xt = to_device(x, device_).clone().set_requires_grad(true);
+      torch::Tensor l =
+          torch::nn::functional::cross_entropy(net_->forward(xt), to_device(labels, device_));
       l.backward();
       loss = l.item<double>();
       grad = from_torch(xt.grad(), x.layout());
@@ -294,16 +327,19 @@ class TorchRunner : public Runner {
   }
 
  private:
+  torch::Device device_;
   std::shared_ptr<IrNet> net_;
 };
 
 class TorchTrainer : public Trainer {
  public:
-  TorchTrainer(const ir::Model& m, const WeightSet& init, const TrainConfig& cfg)
-      : model_(m), net_(std::make_shared<IrNet>(m)) {
-    apply_run_options(cfg.run);
-    torch::manual_seed(cfg.seed);
-    import_weights(*net_, m, init);
+  TorchTrainer(const ir::Model& m, const WeightSet& init, const TrainConfig& cfg,
+               const torch::Device& device)
+      : model_(m), device_(device), net_(std::make_shared<IrNet>(m, device.is_cuda())) {
+    apply_run_options(cfg.run, device_);
+    torch::manual_seed(cfg.seed);  // seeds the CUDA generators too
+    // Before the optimiser is made, so that it holds the parameters on the device.
+    import_and_place(*net_, m, init, device_);
     if (cfg.optimizer == "sgd") {
       optim_ = std::make_unique<torch::optim::SGD>(
           net_->parameters(),
@@ -324,15 +360,15 @@ class TorchTrainer : public Trainer {
       net_->train();
       for (auto& group : optim_->param_groups()) group.options().set_lr(lr);
       optim_->zero_grad();
-      torch::Tensor l =
-          torch::nn::functional::cross_entropy(net_->forward(to_torch(x)), to_torch(labels));
+      torch::Tensor l = torch::nn::functional::cross_entropy(net_->forward(to_device(x, device_)),
+                                                             to_device(labels, device_));
       l.backward();
       optim_->step();
       loss = l.item<double>();
     });
   }
   Status infer(const Tensor& x, Tensor& logits) override {
-    return guarded("infer", [&] { logits = logits_of(*net_, x); });
+    return guarded("infer", [&] { logits = logits_of(*net_, x, device_); });
   }
   Status export_weights(WeightSet& out) override {
     return guarded("export weights", [&] { export_weights_from(*net_, model_, out); });
@@ -340,27 +376,79 @@ class TorchTrainer : public Trainer {
 
  private:
   ir::Model model_;
+  torch::Device device_;
   std::shared_ptr<IrNet> net_;
   std::unique_ptr<torch::optim::Optimizer> optim_;
 };
 
+#if CROSSDL_TORCH_CUDA
+// The CUDA device's name from the driver API (libcuda.so.1, loaded by LibTorch's CUDA runtime):
+// LibTorch's C++ API has no call for it without the CUDA toolkit's headers. "" when unavailable.
+std::string cuda_device_name() {
+  void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (lib == nullptr) return "";
+  using InitFn = int (*)(unsigned);
+  using GetFn = int (*)(int*, int);
+  using NameFn = int (*)(char*, int, int);
+  auto init = reinterpret_cast<InitFn>(dlsym(lib, "cuInit"));
+  auto get = reinterpret_cast<GetFn>(dlsym(lib, "cuDeviceGet"));
+  auto name = reinterpret_cast<NameFn>(dlsym(lib, "cuDeviceGetName"));
+  std::string out;
+  int dev = 0;
+  char buf[256] = {};
+  if (init != nullptr && get != nullptr && name != nullptr && init(0) == 0 && get(&dev, 0) == 0 &&
+      name(buf, sizeof buf - 1, dev) == 0)
+    out = buf;
+  dlclose(lib);
+  return out;
+}
+
+// cuBLAS reads CUBLAS_WORKSPACE_CONFIG when it creates its first handle; with ":4096:8" its
+// reductions are reproducible. A value the user set is kept. Returns the value in effect.
+std::string ensure_cublas_workspace_config() {
+  setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
+  const char* v = std::getenv("CUBLAS_WORKSPACE_CONFIG");
+  return v != nullptr ? v : "";
+}
+#endif
+
+// `torch` on the CPU; `torch-cuda` on cuda:0 (info_ names it and describes the device).
 class TorchFramework : public Framework {
  public:
-  FrameworkInfo info() const override { return {"torch", "LibTorch", TORCH_VERSION, "cpu"}; }
+  TorchFramework() : info_{"torch", "LibTorch", TORCH_VERSION, "cpu"}, device_(torch::kCPU) {}
+  TorchFramework(FrameworkInfo info, torch::Device device)
+      : info_(std::move(info)), device_(device) {}
+
+  FrameworkInfo info() const override { return info_; }
   Capability supports(const ir::Model&) const override { return Capability::yes(); }
 
   std::unique_ptr<Runner> load(const ir::Model& m, const WeightSet& w, const RunOptions& opt,
                                Status& status) override {
     std::unique_ptr<Runner> r;
-    status = guarded("load", [&] { r = std::make_unique<TorchRunner>(m, w, opt); });
+    status = guarded("load", [&] {
+      require_device();
+      r = std::make_unique<TorchRunner>(m, w, opt, device_);
+    });
     return status.is_ok() ? std::move(r) : nullptr;
   }
   std::unique_ptr<Trainer> trainer(const ir::Model& m, const WeightSet& init,
                                    const TrainConfig& cfg, Status& status) override {
     std::unique_ptr<Trainer> t;
-    status = guarded("trainer", [&] { t = std::make_unique<TorchTrainer>(m, init, cfg); });
+    status = guarded("trainer", [&] {
+      require_device();
+      t = std::make_unique<TorchTrainer>(m, init, cfg, device_);
+    });
     return status.is_ok() ? std::move(t) : nullptr;
   }
+
+ private:
+  void require_device() const {
+    if (device_.is_cuda() && !torch::cuda::is_available())
+      throw std::runtime_error("no CUDA device visible to LibTorch " TORCH_VERSION);
+  }
+
+  FrameworkInfo info_;
+  torch::Device device_;
 };
 
 }  // namespace
@@ -373,5 +461,32 @@ std::string probe_torch(std::string& why) {
   why.clear();
   return TORCH_VERSION;
 }
+
+#if CROSSDL_TORCH_CUDA
+// The environment variable must be in place before anything initialises CUDA; the device string
+// records it (FrameworkInfo has no other place, and it decides whether GPU runs are reproducible).
+std::unique_ptr<Framework> make_torch_cuda_framework() {
+  const std::string cublas = ensure_cublas_workspace_config();
+  std::string device = "cuda:0";
+  if (torch::cuda::is_available()) {
+    const std::string name = cuda_device_name();
+    if (!name.empty()) device += " " + name;
+  }
+  device += " (CUBLAS_WORKSPACE_CONFIG=" + cublas + ")";
+  return std::make_unique<TorchFramework>(
+      FrameworkInfo{"torch-cuda", "LibTorch", TORCH_VERSION, device},
+      torch::Device(torch::kCUDA, 0));
+}
+
+std::string probe_torch_cuda(std::string& why) {
+  ensure_cublas_workspace_config();  // probing initialises CUDA
+  if (!torch::cuda::is_available()) {
+    why = "no CUDA device visible";
+    return "";
+  }
+  why.clear();
+  return TORCH_VERSION;
+}
+#endif
 
 }  // namespace crossdl

@@ -83,7 +83,8 @@ int cmd_doctor(bool as_json) {
                     {"usable", usable},
                     {"version", version},
                     {"why", usable ? "" : why},
-                    {"install", usable ? "" : b.install_hint}});
+                    // Built in but unusable (no CUDA device, say): installing is not the remedy.
+                    {"install", usable || b.make_framework ? "" : b.install_hint}});
   }
   json datasets = json::array();
   for (const auto& name : dataset_names()) {
@@ -99,9 +100,11 @@ int cmd_doctor(bool as_json) {
   std::printf("%-11s %-9s %-32s %-7s %-10s %s\n", "name", "kind", "library", "usable", "version",
               "note");
   for (const auto& r : rows) {
-    std::string note = r["usable"].get<bool>()
-                           ? ""
-                           : r["why"].get<std::string>() + "; " + r["install"].get<std::string>();
+    std::string note = r["usable"].get<bool>() ? ""
+                                               : r["why"].get<std::string>() +
+                                                     (r["install"].get<std::string>().empty()
+                                                          ? ""
+                                                          : "; " + r["install"].get<std::string>());
     std::printf("%-11s %-9s %-32s %-7s %-10s %s\n", r["name"].get<std::string>().c_str(),
                 r["kind"].get<std::string>().c_str(), r["library"].get<std::string>().c_str(),
                 r["usable"].get<bool>() ? "yes" : "no", r["version"].get<std::string>().c_str(),
