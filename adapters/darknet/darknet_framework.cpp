@@ -24,6 +24,7 @@ extern "C" {
 #include <vector>
 
 #include "crossdl/adapter.h"
+#include "crossdl/adapter_guard.h"
 
 namespace crossdl {
 namespace {
@@ -490,14 +491,7 @@ Tensor logits_of(network* net, const Plan& p, const Tensor& x) {
 
 template <class Fn>
 Status guarded(const char* what, Fn&& fn) {
-  try {
-    fn();
-    return Status::ok();
-  } catch (const InputError& e) {
-    return Status::bad_input(e.what());
-  } catch (const std::exception& e) {
-    return Status::failed(std::string(what) + ": darknet: " + e.what());
-  }
+  return guarded_call(what, "darknet", std::forward<Fn>(fn));
 }
 
 class DarknetRunner : public Runner {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "crossdl/adapter.h"
+#include "crossdl/adapter_guard.h"
 #include "crossdl/zoo.h"
 
 namespace crossdl {
@@ -324,19 +325,10 @@ class Optimizer {
 
 // ---- the interface -----------------------------------------------------------------------------
 
-// Runs `fn`, turning any library exception into a failed Status with its message.
+// Runs `fn`, turning any library exception (dlib::error is a std::exception) into a failed Status.
 template <class Fn>
 Status guarded(const char* what, Fn&& fn) {
-  try {
-    fn();
-    return Status::ok();
-  } catch (const InputError& e) {
-    return Status::bad_input(e.what());
-  } catch (const dlib::error& e) {
-    return Status::failed(std::string(what) + ": dlib: " + e.what());
-  } catch (const std::exception& e) {
-    return Status::failed(std::string(what) + ": " + e.what());
-  }
+  return guarded_call(what, "dlib", std::forward<Fn>(fn));
 }
 
 class DlibRunner : public Runner {

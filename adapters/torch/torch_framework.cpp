@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "crossdl/adapter.h"
+#include "crossdl/adapter_guard.h"
 
 #if CROSSDL_TORCH_CUDA
 #include <dlfcn.h>
@@ -272,19 +273,17 @@ torch::Tensor to_device(const Tensor& t, const torch::Device& device) {
   return to_torch(t).to(device);
 }
 
-// Runs `fn`, turning any library exception into a failed Status with its message.
+// Runs `fn`, turning any library exception into a failed Status with its message (LibTorch's
+// without the C++ backtrace it appends).
 template <class Fn>
 Status guarded(const char* what, Fn&& fn) {
-  try {
-    fn();
-    return Status::ok();
-  } catch (const InputError& e) {
-    return Status::bad_input(e.what());
-  } catch (const c10::Error& e) {
-    return Status::failed(std::string(what) + ": LibTorch: " + e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    return Status::failed(std::string(what) + ": " + e.what());
-  }
+  return guarded_call(what, "LibTorch", [&] {
+    try {
+      fn();
+    } catch (const c10::Error& e) {
+      throw std::runtime_error(e.what_without_backtrace());
+    }
+  });
 }
 
 Tensor logits_of(IrNet& net, const Tensor& x, const torch::Device& device) {
