@@ -9,7 +9,7 @@ a fresh process (bench/adapter_overhead_main.cpp). Reports the median training-l
 the ratio crossdl / native (target: <= 1.05), and the final train loss / test accuracy of both.
 
   python3 bench/train_adapters_vs_native.py [--framework torch|dlib|darknet|all] [--reps 3]
-      [--train-size N] [--bin build-bench/crossdl_train_bench] [--json]
+      [--train-size N] [--bin build/bench/crossdl_train_bench] [--json]
 """
 import argparse
 import json
@@ -77,7 +77,7 @@ def main():
     ap.add_argument("--train-size", type=int, default=0,
                     help="training images (default: 60000 for torch, 10000 for dlib/darknet)")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--bin", default=os.path.join(HERE, "..", "build-bench", "crossdl_train_bench"))
+    ap.add_argument("--bin", default=os.path.join(HERE, "..", "build", "bench", "crossdl_train_bench"))
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     frameworks = list(SIDES) if a.framework == "all" else [a.framework]

@@ -10,10 +10,21 @@
 #include <numeric>
 #include <vector>
 
+#include "crossdl/adapter.h"
 #include "crossdl/dataset.h"
 #include "crossdl/ir.h"
 
 namespace crossdl::test {
+
+// Whether the named adapter is compiled into this crossdl; when not, *why says so (for GTEST_SKIP).
+inline bool adapter_built(const std::string& name, std::string* why = nullptr) {
+  const BackendEntry* e = find_backend(name);
+  if (e != nullptr && e->make_framework) return true;
+  if (why != nullptr)
+    *why = "the " + name + " adapter is not built into this crossdl" +
+           (e != nullptr ? " (" + e->install_hint + ")" : "");
+  return false;
+}
 
 // The first `train` / `test` examples of the installed Fashion-MNIST.
 inline Dataset fashion_subset(std::int64_t train, std::int64_t test) {

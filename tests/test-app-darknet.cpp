@@ -21,20 +21,6 @@ using test::max_abs_diff;
 
 namespace {
 
-bool have_darknet(std::string& why) {
-  const BackendEntry* e = find_backend("darknet");
-  if (e == nullptr || !e->make_framework) {
-    why = "the darknet adapter is not built into this crossdl (apt-get install darknet)";
-    return false;
-  }
-  return true;
-}
-
-bool have_torch() {
-  const BackendEntry* e = find_backend("torch");
-  return e != nullptr && static_cast<bool>(e->make_framework);
-}
-
 double max_abs(const Tensor& a) {
   double d = 0;
   for (float v : a.values<float>()) d = std::max(d, std::abs(static_cast<double>(v)));
@@ -57,7 +43,7 @@ TrainRequest lenet5_request() {
 
 TEST(DarknetAdapter, WeightsRoundTripBitIdentically) {
   std::string why;
-  if (!have_darknet(why)) GTEST_SKIP() << why;
+  if (!test::adapter_built("darknet", &why)) GTEST_SKIP() << why;
   Dataset ds = fashion_subset(16, 16);
   auto fw = make_framework("darknet");
   for (const char* name : {"lenet1", "lenet5", "resnet20"}) {
@@ -79,7 +65,7 @@ TEST(DarknetAdapter, WeightsRoundTripBitIdentically) {
 
 TEST(DarknetAdapter, RecurrentModelsAreRefusedNamingTheLayer) {
   std::string why;
-  if (!have_darknet(why)) GTEST_SKIP() << why;
+  if (!test::adapter_built("darknet", &why)) GTEST_SKIP() << why;
   Dataset ds = fashion_subset(16, 16);
   auto fw = make_framework("darknet");
   const ir::Model lstm = zoo::build("lstm", zoo::input_spec(ds));
@@ -101,8 +87,8 @@ TEST(DarknetAdapter, RecurrentModelsAreRefusedNamingTheLayer) {
 // largest entry.
 TEST(DarknetAdapter, LogitsAndInputGradientMatchTorch) {
   std::string why;
-  if (!have_darknet(why)) GTEST_SKIP() << why;
-  if (!have_torch()) GTEST_SKIP() << "no torch adapter to compare with";
+  if (!test::adapter_built("darknet", &why)) GTEST_SKIP() << why;
+  if (!test::adapter_built("torch")) GTEST_SKIP() << "no torch adapter to compare with";
   Dataset ds = fashion_subset(1, 64);
   const auto idx = first_n(64);
   const Tensor x = make_batch(ds, ds.test, idx);
@@ -140,8 +126,8 @@ TEST(DarknetAdapter, LogitsAndInputGradientMatchTorch) {
 // ~1e-6. With trained statistics the difference is a real, documented one (README.md).
 TEST(DarknetAdapter, Resnet20LogitsMatchTorchOnFreshStatistics) {
   std::string why;
-  if (!have_darknet(why)) GTEST_SKIP() << why;
-  if (!have_torch()) GTEST_SKIP() << "no torch adapter to compare with";
+  if (!test::adapter_built("darknet", &why)) GTEST_SKIP() << why;
+  if (!test::adapter_built("torch")) GTEST_SKIP() << "no torch adapter to compare with";
   Dataset ds = fashion_subset(1, 16);
   const auto idx = first_n(16);
   const Tensor x = make_batch(ds, ds.test, idx);
@@ -171,8 +157,8 @@ TEST(DarknetAdapter, Resnet20LogitsMatchTorchOnFreshStatistics) {
 // unaligned rule is off by a factor of the batch size, ~1e-2 here).
 TEST(DarknetAdapter, OneSgdStepMatchesTorch) {
   std::string why;
-  if (!have_darknet(why)) GTEST_SKIP() << why;
-  if (!have_torch()) GTEST_SKIP() << "no torch adapter to compare with";
+  if (!test::adapter_built("darknet", &why)) GTEST_SKIP() << why;
+  if (!test::adapter_built("torch")) GTEST_SKIP() << "no torch adapter to compare with";
   Dataset ds = fashion_subset(32, 1);
   const auto idx = first_n(32);
   const Tensor x = make_batch(ds, ds.train, idx);
@@ -217,7 +203,7 @@ TEST(DarknetAdapter, OneSgdStepMatchesTorch) {
 // the first 1,000 test images (LibTorch: 0.611). Reproducible bit for bit.
 TEST(DarknetTraining, Lenet5LearnsAndIsReproducible) {
   std::string why;
-  if (!have_darknet(why)) GTEST_SKIP() << why;
+  if (!test::adapter_built("darknet", &why)) GTEST_SKIP() << why;
   const TrainRequest r = lenet5_request();
   const nlohmann::json a = train_run(r, {});
   ASSERT_EQ(a["status"], "ok") << a.dump();
@@ -234,7 +220,7 @@ TEST(DarknetTraining, Lenet5LearnsAndIsReproducible) {
 
 TEST(DarknetTraining, PartialBatchesAndAdamAreRefusedCleanly) {
   std::string why;
-  if (!have_darknet(why)) GTEST_SKIP() << why;
+  if (!test::adapter_built("darknet", &why)) GTEST_SKIP() << why;
   Dataset ds = fashion_subset(16, 16);
   const ir::Model m = zoo::build("lenet5", zoo::input_spec(ds));
   auto fw = make_framework("darknet");

@@ -21,19 +21,10 @@ using test::max_abs_diff;
 
 namespace {
 
-bool built(const std::string& name, std::string& why) {
-  const BackendEntry* e = find_backend(name);
-  if (e == nullptr || !e->make_framework) {
-    why = "the " + name + " adapter is not built into this crossdl";
-    return false;
-  }
-  return true;
-}
-
-#define REQUIRE_ADAPTER(name)                     \
-  do {                                            \
-    std::string why_;                             \
-    if (!built(name, why_)) GTEST_SKIP() << why_; \
+#define REQUIRE_ADAPTER(name)                                    \
+  do {                                                           \
+    std::string why_;                                            \
+    if (!test::adapter_built(name, &why_)) GTEST_SKIP() << why_; \
   } while (0)
 #define REQUIRE_DLIB() REQUIRE_ADAPTER("dlib")
 

@@ -14,17 +14,16 @@
 #include "crossdl/train.h"
 #include "crossdl/zoo.h"
 
+#include "app_support.h"
+
 using namespace crossdl;
 
 namespace {
 
 // True when torch-cuda is built in and its probe finds a device; otherwise `why` says what lacks.
 bool torch_cuda_usable(std::string& why) {
+  if (!test::adapter_built("torch-cuda", &why)) return false;
   const BackendEntry* e = find_backend("torch-cuda");
-  if (e == nullptr || !e->make_framework) {
-    why = "torch-cuda is not built into this crossdl (configure with a CUDA-enabled LibTorch)";
-    return false;
-  }
   std::string reason;
   if (e->probe(reason).empty()) {
     why = "torch-cuda: " + reason;
