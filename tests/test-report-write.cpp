@@ -166,3 +166,62 @@ TEST(Report, PrintersShareOneTable) {
   EXPECT_EQ(j["rows"][1]["name"], "b, c");
   EXPECT_THROW(make_report_printer("html"), InputError);
 }
+
+namespace {
+
+// A train cell of `framework` whose test predictions are `preds` (labels 0,1,0,1,...).
+void add_framework_cell(Store& store, int seq, const std::string& framework, int seed,
+                        const std::vector<std::int64_t>& preds) {
+  CellSpec spec;
+  spec.stage = "train";
+  spec.axes = {
+      {"model", "lenet5"}, {"dataset", "fashion-mnist"}, {"framework", framework}, {"seed", seed}};
+  spec.params = {{"epochs", 1}, {"threads", 1}};
+  spec.id = cell_id(spec.stage, spec.axes, spec.params);
+  spec.seq = seq;
+  std::vector<std::int64_t> labels(preds.size());
+  std::int64_t right = 0;
+  for (std::size_t i = 0; i < preds.size(); ++i) {
+    labels[i] = static_cast<std::int64_t>(i % 2);
+    right += preds[i] == labels[i];
+  }
+  CellOutcome o;
+  o.status = "ok";
+  o.metrics = {{"framework", framework},
+               {"train_size", 100},
+               {"test_accuracy", double(right) / double(preds.size())},
+               {"weights_sha256", framework + std::to_string(seed)}};
+  o.outputs = {{"test_predictions", preds}, {"test_labels", labels}};
+  store.write_cell(cell_record(spec, o));
+}
+
+}  // namespace
+
+// Cells that differ only in their framework are paired from the stored per-example outputs.
+TEST(Report, CrossFrameworkAgreementFromStoredPredictions) {
+  const std::string dir = test::scratch_dir("agreement");
+  {
+    Store store(dir, true);
+    store.set_meta("name", "agreement");
+    // 20 examples; torch is right on all, dlib wrong on the first 10 (10 discordant pairs).
+    std::vector<std::int64_t> right(20), half(20);
+    for (int i = 0; i < 20; ++i) {
+      right[i] = i % 2;
+      half[i] = i < 10 ? 1 - i % 2 : i % 2;
+    }
+    for (int seed : {1, 2}) {
+      add_framework_cell(store, 2 * seed, "torch", seed, right);
+      add_framework_cell(store, 2 * seed + 1, "dlib", seed, half);
+    }
+  }
+  report_write(dir);
+  const std::string md = slurp(dir + "/report.md");
+  ASSERT_NE(md.find("### Cross-framework agreement"), std::string::npos) << md;
+  // disagreement 50.00 %, only torch right on 10, McNemar p = 2 / 2^10 (constant columns are
+  // stated above the table, the rest per row).
+  EXPECT_NE(md.find("only A right: 10; only B right: 0"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 50.00 | 0.00195 | torch better (p < 0.05) |"), std::string::npos) << md;
+  // Over the two seeds the paired difference is exactly 0.5 both times: a zero-width interval.
+  EXPECT_NE(md.find("[+0.5000, +0.5000]"), std::string::npos) << md;
+  EXPECT_NE(md.find("torch more accurate (95% CI excludes 0)"), std::string::npos) << md;
+}

@@ -207,15 +207,15 @@ std::vector<std::int64_t> int_list(const json& j) {
   return out;
 }
 
-ReportTable agreement_table(const std::vector<CellRecord>& train, const Store& store) {
-  ReportTable t;
-  t.title = "Cross-framework agreement";
-  t.columns = {"model",        "dataset",     "train size",       "threads",
-               "seed",         "framework A", "framework B",      "test examples",
-               "accuracy A",   "accuracy B",  "disagreement (%)", "only A right",
-               "only B right", "McNemar p",   "difference"};
-  t.key_columns = {"model",     "framework A", "framework B", "disagreement (%)",
-                   "McNemar p", "difference"};
+// One pair of cells that differ only in their framework, and how their predictions relate.
+struct FrameworkPair {
+  std::string model, dataset, train_size, threads, seed, a, b;
+  double accuracy_a = 0, accuracy_b = 0;
+  PairAgreement agreement;
+};
+
+std::vector<FrameworkPair> framework_pairs(const std::vector<CellRecord>& train,
+                                           const Store& store) {
   std::vector<std::string> order;
   std::map<std::string, std::vector<const CellRecord*>> groups;
   for (const auto& c : train) {
@@ -224,6 +224,7 @@ ReportTable agreement_table(const std::vector<CellRecord>& train, const Store& s
     if (!groups.count(k)) order.push_back(k);
     groups[k].push_back(&c);
   }
+  std::vector<FrameworkPair> out;
   for (const auto& k : order) {
     const auto& g = groups[k];
     if (g.size() < 2) continue;
@@ -235,22 +236,37 @@ ReportTable agreement_table(const std::vector<CellRecord>& train, const Store& s
         const auto b = int_list(outs[j].value("test_predictions", json()));
         const auto y = int_list(outs[i].value("test_labels", json()));
         if (a.empty() || a.size() != b.size() || a.size() != y.size()) continue;
-        const PairAgreement p = compare_predictions(a, b, y);
-        const std::string fa = cell_text(lookup(*g[i], "framework"));
-        const std::string fb = cell_text(lookup(*g[j], "framework"));
-        std::string verdict = "not significant";
-        if (p.mcnemar_p < 0.05)
-          verdict = (p.only_a_correct > p.only_b_correct ? fa : fb) + " better (p < 0.05)";
-        t.rows.push_back({cell_text(lookup(*g[i], "model")), cell_text(lookup(*g[i], "dataset")),
-                          cell_text(g[i]->metrics.value("train_size", json())),
-                          cell_text(lookup(*g[i], "threads")), cell_text(lookup(*g[i], "seed")), fa,
-                          fb, std::to_string(p.n),
-                          fmt(number(g[i]->metrics.value("test_accuracy", json())), "%.4f"),
-                          fmt(number(g[j]->metrics.value("test_accuracy", json())), "%.4f"),
-                          fmt(100.0 * p.disagreement, "%.2f"), std::to_string(p.only_a_correct),
-                          std::to_string(p.only_b_correct), fmt(p.mcnemar_p, "%.3g"), verdict});
+        out.push_back({cell_text(lookup(*g[i], "model")), cell_text(lookup(*g[i], "dataset")),
+                       cell_text(g[i]->metrics.value("train_size", json())),
+                       cell_text(lookup(*g[i], "threads")), cell_text(lookup(*g[i], "seed")),
+                       cell_text(lookup(*g[i], "framework")), cell_text(lookup(*g[j], "framework")),
+                       number(g[i]->metrics.value("test_accuracy", json())),
+                       number(g[j]->metrics.value("test_accuracy", json())),
+                       compare_predictions(a, b, y)});
       }
     }
+  }
+  return out;
+}
+
+ReportTable agreement_table(const std::vector<FrameworkPair>& pairs) {
+  ReportTable t;
+  t.title = "Cross-framework agreement";
+  t.columns = {"model",        "dataset",     "train size",       "threads",
+               "seed",         "framework A", "framework B",      "test examples",
+               "accuracy A",   "accuracy B",  "disagreement (%)", "only A right",
+               "only B right", "McNemar p",   "difference"};
+  t.key_columns = {"model",     "framework A", "framework B", "disagreement (%)",
+                   "McNemar p", "difference"};
+  for (const auto& pr : pairs) {
+    const PairAgreement& p = pr.agreement;
+    std::string verdict = "not significant";
+    if (p.mcnemar_p < 0.05)
+      verdict = (p.only_a_correct > p.only_b_correct ? pr.a : pr.b) + " better (p < 0.05)";
+    t.rows.push_back({pr.model, pr.dataset, pr.train_size, pr.threads, pr.seed, pr.a, pr.b,
+                      std::to_string(p.n), fmt(pr.accuracy_a, "%.4f"), fmt(pr.accuracy_b, "%.4f"),
+                      fmt(100.0 * p.disagreement, "%.2f"), std::to_string(p.only_a_correct),
+                      std::to_string(p.only_b_correct), fmt(p.mcnemar_p, "%.3g"), verdict});
   }
   return t;
 }
@@ -326,7 +342,7 @@ ReportTable reproducibility_table(const std::vector<CellRecord>& train) {
 // The framework-level question: over seeds, is one framework's accuracy different from another's
 // under the same configuration? The paired difference per seed (same initial weights and
 // minibatches) with its 95% Student-t interval; significant only when the interval excludes 0.
-ReportTable agreement_summary_table(const ReportTable& pairs) {
+ReportTable agreement_summary_table(const std::vector<FrameworkPair>& pairs) {
   ReportTable t;
   t.title = "Cross-framework agreement over seeds";
   t.columns = {"model",
@@ -343,42 +359,35 @@ ReportTable agreement_summary_table(const ReportTable& pairs) {
                "difference"};
   t.key_columns = {"model",   "framework A",         "framework B",
                    "n seeds", "mean accuracy A - B", "difference"};
-  auto col = [&](const char* name) {
-    return static_cast<std::size_t>(std::find(pairs.columns.begin(), pairs.columns.end(), name) -
-                                    pairs.columns.begin());
-  };
-  const std::size_t c_model = col("model"), c_data = col("dataset"), c_size = col("train size"),
-                    c_threads = col("threads"), c_a = col("framework A"), c_b = col("framework B"),
-                    c_acc_a = col("accuracy A"), c_acc_b = col("accuracy B"),
-                    c_dis = col("disagreement (%)"), c_p = col("McNemar p");
   std::vector<std::string> order;
   struct Acc {
-    std::vector<std::string> names;
+    const FrameworkPair* first = nullptr;
     std::vector<double> diff, dis;
     int significant = 0;
   };
   std::map<std::string, Acc> groups;
-  for (const auto& r : pairs.rows) {
-    const std::string key = r[c_model] + "\x1f" + r[c_data] + "\x1f" + r[c_size] + "\x1f" +
-                            r[c_threads] + "\x1f" + r[c_a] + "\x1f" + r[c_b];
-    if (!groups.count(key)) {
-      order.push_back(key);
-      groups[key].names = {r[c_model], r[c_data], r[c_size], r[c_threads], r[c_a], r[c_b]};
-    }
+  for (const auto& pr : pairs) {
+    const std::string key = pr.model + "\x1f" + pr.dataset + "\x1f" + pr.train_size + "\x1f" +
+                            pr.threads + "\x1f" + pr.a + "\x1f" + pr.b;
     Acc& a = groups[key];
-    a.diff.push_back(std::stod(r[c_acc_a]) - std::stod(r[c_acc_b]));
-    a.dis.push_back(std::stod(r[c_dis]));
-    a.significant += std::stod(r[c_p]) < 0.05;
+    if (a.first == nullptr) {
+      order.push_back(key);
+      a.first = &pr;
+    }
+    a.diff.push_back(pr.accuracy_a - pr.accuracy_b);
+    a.dis.push_back(100.0 * pr.agreement.disagreement);
+    a.significant += pr.agreement.mcnemar_p < 0.05;
   }
   for (const auto& key : order) {
     const Acc& a = groups[key];
     if (a.diff.size() < 2) continue;  // one seed: the per-seed table says all there is
+    const FrameworkPair& f = *a.first;
     const MeanCi d = mean_ci95(a.diff);
     const double lo = d.mean - d.half_width, hi = d.mean + d.half_width;
     std::string verdict = "not significant";
-    if (lo > 0) verdict = a.names[4] + " more accurate (95% CI excludes 0)";
-    if (hi < 0) verdict = a.names[5] + " more accurate (95% CI excludes 0)";
-    t.rows.push_back({a.names[0], a.names[1], a.names[2], a.names[3], a.names[4], a.names[5],
+    if (lo > 0) verdict = f.a + " more accurate (95% CI excludes 0)";
+    if (hi < 0) verdict = f.b + " more accurate (95% CI excludes 0)";
+    t.rows.push_back({f.model, f.dataset, f.train_size, f.threads, f.a, f.b,
                       std::to_string(a.diff.size()), fmt(mean_ci95(a.dis).mean, "%.2f"),
                       fmt(d.mean, "%+.4f"), "[" + fmt(lo, "%+.4f") + ", " + fmt(hi, "%+.4f") + "]",
                       std::to_string(a.significant) + " of " + std::to_string(a.diff.size()),
@@ -551,13 +560,14 @@ void report_write(const std::string& dir) {
          "confidence interval of the mean (Student t, n-1 degrees of freedom; n/a for one "
          "seed).\n\n";
     r += md->table(seeds_table(train));
-    if (const ReportTable at = agreement_table(train, store); !at.rows.empty()) {
+    const std::vector<FrameworkPair> pairs = framework_pairs(train, store);
+    if (const ReportTable at = agreement_table(pairs); !at.rows.empty()) {
       r += "Pairs of cells that differ only in their framework (same model, data, seed, initial "
            "weights and minibatches): how often their top-1 test predictions differ, and "
            "McNemar's exact test on their correctness (two-sided; a difference is called "
            "significant only at p < 0.05).\n\n";
       r += md->table(at);
-      if (const ReportTable sum = agreement_summary_table(at); !sum.rows.empty()) {
+      if (const ReportTable sum = agreement_summary_table(pairs); !sum.rows.empty()) {
         r += "The framework-level comparison over seeds: the paired accuracy difference A - B "
              "per seed and its 95% Student-t interval. Single seeds often show McNemar p < 0.05 "
              "because tiny numeric differences compound over training into two different "
