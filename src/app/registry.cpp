@@ -7,18 +7,24 @@
 #include <vector>
 
 #include "crossdl/adapter.h"
+#include "crossdl/runtime.h"
 
 namespace crossdl {
 
 struct BuiltinAdapter {
   const char* name;
   std::unique_ptr<Framework> (*make)();
+  std::unique_ptr<Runtime> (*make_runtime)();
   std::string (*probe)(std::string& why);
 };
 const std::vector<BuiltinAdapter>& builtin_adapters();
 
 Status Runner::input_gradient(const Tensor&, const Tensor&, Tensor&, double&) {
   return Status::unsupported("this runtime cannot compute input gradients");
+}
+
+Status Runner::layer_outputs(const Tensor&, std::vector<LayerOutput>&) {
+  return Status::unsupported("this runtime cannot expose layer outputs");
 }
 
 namespace {
@@ -65,7 +71,8 @@ std::vector<BackendEntry> build_entries() {
     for (const auto& b : builtin_adapters())
       if (e.name == b.name) built = &b;
     if (built != nullptr) {
-      e.make_framework = built->make;
+      if (built->make != nullptr) e.make_framework = built->make;
+      if (built->make_runtime != nullptr) e.make_runtime = built->make_runtime;
       e.probe = built->probe;
     } else {
       const std::string marker = k.marker ? k.marker : "";
@@ -105,6 +112,25 @@ std::unique_ptr<Framework> make_framework(const std::string& name) {
     throw InputError("framework '" + name + "' is not built into this crossdl (built in: " + known +
                      "); " + e->install_hint);
   return e->make_framework();
+}
+
+std::vector<std::string> runtime_names() {
+  std::vector<std::string> out;
+  for (const auto& b : backends())
+    if (b.make_runtime) out.push_back(b.name);
+  return out;
+}
+
+std::unique_ptr<Runtime> make_runtime(const std::string& name) {
+  const BackendEntry* e = find_backend(name);
+  std::string known;
+  for (const std::string& n : runtime_names()) known += (known.empty() ? "" : ", ") + n;
+  if (known.empty()) known = "none";
+  if (e == nullptr) throw InputError("unknown runtime '" + name + "' (built in: " + known + ")");
+  if (!e->make_runtime)
+    throw InputError("runtime '" + name + "' is not built into this crossdl (built in: " + known +
+                     "); " + e->install_hint);
+  return e->make_runtime();
 }
 
 double scheduled_lr(const TrainConfig& c, int epoch) {

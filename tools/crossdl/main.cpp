@@ -75,16 +75,20 @@ int cmd_doctor(bool as_json) {
   for (const auto& b : backends()) {
     std::string why;
     std::string version = b.probe ? b.probe(why) : "";
-    const bool usable = b.make_framework != nullptr && !version.empty();
+    const bool built_in = b.make_framework != nullptr || b.make_runtime != nullptr;
+    const bool usable = built_in && !version.empty();
+    // A framework built with a runtime side also runs exported artefacts in `crossdl compare`.
+    const std::string kind =
+        b.make_framework && b.make_runtime ? "framework+runtime" : b.kind;
     rows.push_back({{"name", b.name},
-                    {"kind", b.kind},
+                    {"kind", kind},
                     {"library", b.library},
-                    {"built_in", b.make_framework != nullptr},
+                    {"built_in", built_in},
                     {"usable", usable},
                     {"version", version},
                     {"why", usable ? "" : why},
                     // Built in but unusable (no CUDA device, say): installing is not the remedy.
-                    {"install", usable || b.make_framework ? "" : b.install_hint}});
+                    {"install", usable || built_in ? "" : b.install_hint}});
   }
   json datasets = json::array();
   for (const auto& name : dataset_names()) {
@@ -97,7 +101,7 @@ int cmd_doctor(bool as_json) {
     std::cout << out.dump(2) << "\n";
     return 0;
   }
-  std::printf("%-11s %-9s %-32s %-7s %-10s %s\n", "name", "kind", "library", "usable", "version",
+  std::printf("%-11s %-17s %-32s %-7s %-10s %s\n", "name", "kind", "library", "usable", "version",
               "note");
   for (const auto& r : rows) {
     std::string note = r["usable"].get<bool>() ? ""
@@ -105,7 +109,7 @@ int cmd_doctor(bool as_json) {
                                                      (r["install"].get<std::string>().empty()
                                                           ? ""
                                                           : "; " + r["install"].get<std::string>());
-    std::printf("%-11s %-9s %-32s %-7s %-10s %s\n", r["name"].get<std::string>().c_str(),
+    std::printf("%-11s %-17s %-32s %-7s %-10s %s\n", r["name"].get<std::string>().c_str(),
                 r["kind"].get<std::string>().c_str(), r["library"].get<std::string>().c_str(),
                 r["usable"].get<bool>() ? "yes" : "no", r["version"].get<std::string>().c_str(),
                 note.c_str());

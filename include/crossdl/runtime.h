@@ -1,0 +1,63 @@
+// Deployment runtimes. A runtime runs the *same weights* after a migration: crossdl exports the
+// model description and weight set into the runtime's own format (an "artefact": ONNX, TFLite,
+// Darknet cfg+weights, a dlib network, TorchScript...), the runtime loads that artefact, and
+// crossdl compares its outputs with a reference. Frameworks (torch, dlib, darknet) are runtimes
+// too, loading their own exported files.
+//
+// Like adapters, runtimes never throw across this interface: a library exception becomes a failed
+// Status with the library's message; "cannot run this model" is a Capability (a skip with reason).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "crossdl/adapter.h"
+#include "crossdl/ir.h"
+#include "crossdl/status.h"
+
+namespace crossdl {
+
+// What an exporter wrote.
+struct Artefact {
+  std::string format;              // "onnx" | "tflite" | "darknet" | "dlib" | "torchscript" | "tfjs"
+  std::string dir;                 // where it lives
+  std::vector<std::string> files;  // every file written, full paths
+  std::uint64_t bytes = 0;         // total size on disk
+  // The layout conversions the exporter made ("conv OIHW->OHWI; dense inputs CHW->HWC"), recorded
+  // with every result so a divergence can be traced to a conversion.
+  std::string conversions;
+};
+
+struct ExportOptions {
+  int onnx_opset = 13;  // 13 or 17
+  // Also expose every layer's output (extra graph outputs in ONNX/TFLite, extra output slots in
+  // Arm NN), so that Runner::layer_outputs can work. Off for timing runs: extra outputs can
+  // change what a runtime fuses.
+  bool layer_outputs = false;
+};
+
+class Runtime {
+ public:
+  virtual ~Runtime() = default;
+  virtual FrameworkInfo info() const = 0;  // name as in the CLI, library, version, device
+  virtual Capability supports(const ir::Model& m) const = 0;
+  // Writes (m, w) in this runtime's format into `dir` (created if missing; files in it that the
+  // exporter names are replaced). `out.bytes` sums the files written.
+  virtual Status export_model(const ir::Model& m, const WeightSet& w, const std::string& dir,
+                              const ExportOptions& opt, Artefact& out) = 0;
+  // Loads what export_model wrote; the heavy work (parsing, optimising) happens here, so that
+  // load time and inference latency are measured apart. `m` is the description the artefact was
+  // written from: it names the layers and gives the input shape.
+  virtual std::unique_ptr<Runner> load(const Artefact& a, const ir::Model& m,
+                                       const RunOptions& opt, Status& status) = 0;
+};
+
+// Every runtime built into this crossdl, by CLI name ("torch", "opencv", "ort"...).
+std::vector<std::string> runtime_names();
+// Throws InputError naming the runtime and listing the built-in ones; an unbuilt known runtime
+// gets its install hint.
+std::unique_ptr<Runtime> make_runtime(const std::string& name);
+
+}  // namespace crossdl
