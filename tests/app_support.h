@@ -26,6 +26,16 @@ inline bool adapter_built(const std::string& name, std::string* why = nullptr) {
   return false;
 }
 
+// Whether the named runtime (crossdl/runtime.h) is compiled into this crossdl; *why as above.
+inline bool runtime_built(const std::string& name, std::string* why = nullptr) {
+  const BackendEntry* e = find_backend(name);
+  if (e != nullptr && e->make_runtime) return true;
+  if (why != nullptr)
+    *why = "the " + name + " runtime is not built into this crossdl" +
+           (e != nullptr ? " (" + e->install_hint + ")" : "");
+  return false;
+}
+
 // The first `train` / `test` examples of the installed Fashion-MNIST.
 inline Dataset fashion_subset(std::int64_t train, std::int64_t test) {
   DataOptions o;
