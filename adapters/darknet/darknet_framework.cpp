@@ -1,13 +1,10 @@
-// The Darknet adapter: translates the IR into a Darknet .cfg (parsed at runtime with
-// parse_network_cfg), moves the shared weight set in and out of Darknet's layer arrays, and drives
-// forward/backward/update itself so that its SGD step equals PyTorch's (see README.md).
+// The Darknet adapter: plans the IR as a Darknet .cfg with the core's darknet_plan (the cfg that
+// darknet_write writes, parsed here with parse_network_cfg), moves the shared weight set in and out
+// of Darknet's layer arrays, and drives forward/backward/update itself so that its SGD step equals
+// PyTorch's (see README.md).
 //
 // Darknet reports some failures with exit() or assert(); everything the IR can say wrongly is
 // checked by plan() before Darknet sees it, so that an unsupported model is a Capability::no.
-extern "C" {
-#include <darknet.h>
-}
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,295 +22,35 @@ extern "C" {
 
 #include "crossdl/adapter.h"
 #include "crossdl/adapter_guard.h"
+#include "crossdl/darknet_io.h"
+#include "darknet_support.h"
 
 namespace crossdl {
 namespace {
 
-constexpr const char* kFallbackVersion = "2018-09-14 snapshot";
+using namespace darknet_detail;
+
 // Batch of the networks a Runner builds for inference: larger inputs are run in chunks.
 constexpr std::int64_t kRunnerBatch = 256;
 
-// One Darknet layer and the IR layers it stands for.
-struct Unit {
-  enum Kind { Conv, Connected, Maxpool, Avgpool, Shortcut, Route, Activation, Softmax } kind;
-  std::string conv;   // Conv: the IR Conv2d
-  std::string bn;     // Conv: the IR BatchNorm2d folded into it (empty if none)
-  std::string dense;  // Connected: the IR Dense
-};
+using Plan = DarknetPlan;
+using Unit = DarknetLayer;
 
-// A model as Darknet layers: the cfg body (without [net]) and what each layer holds.
-struct Plan {
-  std::string body;
-  std::vector<Unit> units;
-  int logits = -1;  // index of the [connected] layer whose output is the logits
-  bool has_bn = false;
-  std::int64_t c = 0, h = 0, w = 0, classes = 0;
-};
-
-const char* activation_key(ir::Op op) {
-  switch (op) {
-    case ir::Op::ReLU:
-      return "relu";
-    case ir::Op::Tanh:
-      return "tanh";
-    case ir::Op::Sigmoid:
-      return "logistic";
-    default:
-      return nullptr;
-  }
-}
-
-std::string layer_where(const ir::Layer& l) {
-  return "layer " + l.name + " (" + std::string(ir::op_name(l.op)) + ")";
-}
-
-std::string recurrent_why(const ir::Layer& l) {
-  return layer_where(l) +
-         ": darknet's [lstm]/[gru] layers are built from its own [connected] sub-layers with "
-         "their own gate formulas and bias layout, not shown equivalent to PyTorch's, and they "
-         "read a sequence as time_steps consecutive slices of the [net] batch rather than one "
-         "[N,T,F] example";
-}
-
-// Builds the Darknet form of `m`, or says which layer Darknet cannot express and why.
 Capability plan(const ir::Model& m, Plan& p) {
-  std::vector<Shape> shapes;
-  try {
-    ir::validate(m);
-    shapes = ir::infer_shapes(m);
-  } catch (const std::exception& e) {
-    return Capability::no(e.what());
-  }
-  if (m.input_dtype != DType::F32 || m.input_shape.size() != 3)
-    return Capability::no(
-        "darknet's classifier networks take float images [C,H,W]; model input is " +
-        shape_str(m.input_shape));
-  p = Plan{};
-  p.c = m.input_shape[0];
-  p.h = m.input_shape[1];
-  p.w = m.input_shape[2];
-  p.classes = m.num_classes;
-
-  const std::size_t n = m.layers.size();
-  std::map<std::string, int> readers;
-  std::vector<std::vector<std::string>> ins(n);
-  for (std::size_t i = 0; i < n; ++i) {
-    ins[i] = ir::resolved_inputs(m, i);
-    for (const auto& s : ins[i]) ++readers[s];
-  }
-  std::map<std::string, int> produced;  // IR output -> Darknet layer index (-1: network input)
-  produced["input"] = -1;
-  int last = -1;  // Darknet layer whose output is current (-1: the network input)
-  std::string cfg;
-  auto emit = [&](Unit u, const std::string& text) {
-    cfg += text + "\n";
-    p.units.push_back(std::move(u));
-    last = static_cast<int>(p.units.size()) - 1;
-    return last;
-  };
-  // Makes the output of IR tensor `name` current, with a [route] if it is not.
-  auto bring = [&](const ir::Layer& l, const std::string& name, std::string& why) {
-    const int src = produced.at(name);
-    if (src == last) return true;
-    if (src < 0) {
-      why = layer_where(l) + ": reads the model input after other layers; darknet's [route] " +
-            "cannot refer to the network input";
-      return false;
-    }
-    const int here = static_cast<int>(p.units.size());
-    emit({Unit::Route, {}, {}, {}}, "[route]\nlayers=" + std::to_string(src - here) + "\n");
-    return true;
-  };
-  // The activation that follows layer i and can be folded into it (i is advanced past it).
-  auto fold_activation = [&](std::size_t& i) -> std::string {
-    if (i + 1 >= n) return "linear";
-    const ir::Layer& next = m.layers[i + 1];
-    const char* key = activation_key(next.op);
-    if (key == nullptr || ins[i + 1].at(0) != m.layers[i].name || readers[m.layers[i].name] != 1)
-      return "linear";
-    ++i;
-    return key;
-  };
-  auto square = [](const ir::Layer& l) {
-    return l.kernel[0] == l.kernel[1] && l.stride[0] == l.stride[1] && l.pad[0] == l.pad[1];
-  };
-
-  // Recurrent layers are named first: they are the reason, not the reshape before them.
-  for (const ir::Layer& l : m.layers)
-    if (l.op == ir::Op::LSTM || l.op == ir::Op::GRU) return Capability::no(recurrent_why(l));
-  std::string why;
-  for (std::size_t i = 0; i < n; ++i) {
-    const ir::Layer& l = m.layers[i];
-    const std::size_t first = i;
-    switch (l.op) {
-      case ir::Op::Conv2d: {
-        if (!square(l))
-          return Capability::no(layer_where(l) +
-                                ": darknet convolutions have one size, stride and padding for "
-                                "both axes");
-        if (!bring(l, ins[i][0], why)) return Capability::no(why);
-        std::string bn;
-        if (i + 1 < n && m.layers[i + 1].op == ir::Op::BatchNorm2d && ins[i + 1][0] == l.name &&
-            readers[l.name] == 1) {
-          if (l.bias)
-            return Capability::no(layer_where(l) + ": has a bias and is followed by " +
-                                  m.layers[i + 1].name +
-                                  " (BatchNorm2d); darknet's batch-normalised convolution has no "
-                                  "convolution bias");
-          ++i;
-          bn = m.layers[i].name;
-          p.has_bn = true;
-        } else if (!l.bias) {
-          return Capability::no(layer_where(l) +
-                                ": has no bias and no following BatchNorm2d; darknet "
-                                "convolutions without batch_normalize always add a bias");
-        }
-        // Darknet bug: a 1x1 convolution skips im2col and reads its input as is, so it ignores
-        // stride and padding. A strided 1x1 convolution becomes a 1x1 [maxpool] (which only
-        // subsamples) and a stride-1 one.
-        std::int64_t stride = l.stride[0];
-        if (l.kernel[0] == 1 && l.pad[0] != 0)
-          return Capability::no(layer_where(l) +
-                                ": darknet's 1x1 convolution ignores padding (it skips im2col)");
-        if (l.kernel[0] == 1 && stride > 1) {
-          emit({Unit::Maxpool, {}, {}, {}},
-               "[maxpool]\nsize=1\nstride=" + std::to_string(stride) + "\npadding=0\n");
-          stride = 1;
-        }
-        const std::string act = fold_activation(i);
-        emit({Unit::Conv, l.name, bn, {}},
-             "[convolutional]\nfilters=" + std::to_string(l.out) +
-                 "\nsize=" + std::to_string(l.kernel[0]) + "\nstride=" + std::to_string(stride) +
-                 "\npad=0\npadding=" + std::to_string(l.pad[0]) +
-                 "\nbatch_normalize=" + (bn.empty() ? "0" : "1") + "\nactivation=" + act + "\n");
-        break;
-      }
-      case ir::Op::Dense: {
-        if (!l.bias)
-          return Capability::no(layer_where(l) + ": darknet [connected] layers always add a bias");
-        if (!bring(l, ins[i][0], why)) return Capability::no(why);
-        const std::string act = fold_activation(i);
-        emit({Unit::Connected, {}, {}, l.name},
-             "[connected]\noutput=" + std::to_string(l.out) + "\nactivation=" + act + "\n");
-        break;
-      }
-      case ir::Op::MaxPool2d:
-        if (!square(l))
-          return Capability::no(
-              layer_where(l) +
-              ": darknet [maxpool] has one size, stride and padding for both axes");
-        if (!bring(l, ins[i][0], why)) return Capability::no(why);
-        // Darknet pads `padding` in total (padding/2 before), output (w+padding-size)/stride+1.
-        emit({Unit::Maxpool, {}, {}, {}}, "[maxpool]\nsize=" + std::to_string(l.kernel[0]) +
-                                              "\nstride=" + std::to_string(l.stride[0]) +
-                                              "\npadding=" + std::to_string(2 * l.pad[0]) + "\n");
-        break;
-      case ir::Op::GlobalAvgPool:
-        if (!bring(l, ins[i][0], why)) return Capability::no(why);
-        emit({Unit::Avgpool, {}, {}, {}}, "[avgpool]\n");
-        break;
-      case ir::Op::Flatten:
-        // Darknet keeps activations as [c][h][w] per example: a flatten in CHW order is free.
-        produced[l.name] = produced.at(ins[i][0]);
-        continue;
-      case ir::Op::Add: {
-        int a = produced.at(ins[i][0]), b = produced.at(ins[i][1]);
-        if (a < 0 || b < 0)
-          return Capability::no(layer_where(l) +
-                                ": adds the model input; darknet's [shortcut] reads only layers");
-        if (b == last) std::swap(a, b);
-        if (a != last && !bring(l, ins[i][0], why)) return Capability::no(why);
-        const int here = static_cast<int>(p.units.size());
-        const std::string act = fold_activation(i);
-        emit({Unit::Shortcut, {}, {}, {}},
-             "[shortcut]\nfrom=" + std::to_string(b - here) + "\nactivation=" + act + "\n");
-        break;
-      }
-      case ir::Op::ReLU:
-      case ir::Op::Tanh:
-      case ir::Op::Sigmoid:
-        if (!bring(l, ins[i][0], why)) return Capability::no(why);
-        emit({Unit::Activation, {}, {}, {}},
-             std::string("[activation]\nactivation=") + activation_key(l.op) + "\n");
-        break;
-      case ir::Op::BatchNorm2d:
-        return Capability::no(layer_where(l) +
-                              ": darknet folds batch normalisation into the convolution before "
-                              "it; this one does not directly follow a bias-free Conv2d read only "
-                              "by it");
-      case ir::Op::AvgPool2d:
-        return Capability::no(layer_where(l) +
-                              ": darknet's [avgpool] is global average pooling only");
-      case ir::Op::Softmax:
-        return Capability::no(
-            layer_where(l) + ": a softmax inside the model; darknet's [softmax] is its loss layer");
-      case ir::Op::Embedding:
-        return Capability::no(layer_where(l) + ": darknet has no embedding layer");
-      case ir::Op::ImageToSequence:
-        return Capability::no(layer_where(l) + ": darknet has no rows-to-time-steps reshape");
-      case ir::Op::LSTM:
-      case ir::Op::GRU:
-        return Capability::no(recurrent_why(l));
-    }
-    for (std::size_t k = first; k <= i; ++k) produced[m.layers[k].name] = last;
-  }
-  const ir::Layer& tail = m.layers.back();
-  if (tail.op != ir::Op::Dense || produced.at(tail.name) != last)
-    return Capability::no(layer_where(tail) +
-                          ": the darknet adapter needs the logits from a final Dense layer, "
-                          "followed by darknet's softmax/cross-entropy layer");
-  p.logits = last;
-  emit({Unit::Softmax, {}, {}, {}}, "[softmax]\ngroups=1\n");
-  p.body = std::move(cfg);
-  return Capability::yes();
+  return darknet_plan(m, p);
 }
-
-// Darknet prints its layer table while parsing, to stderr, and some messages to stdout: stdout
-// carries the study's JSON lines, so both go to a scratch file for the duration.
-class QuietStdio {
- public:
-  QuietStdio() {
-    std::fflush(stdout);
-    std::fflush(stderr);
-    sink_ = std::tmpfile();
-    if (sink_ == nullptr) return;
-    out_ = dup(1);
-    err_ = dup(2);
-    dup2(fileno(sink_), 1);
-    dup2(fileno(sink_), 2);
-  }
-  ~QuietStdio() {
-    std::fflush(stdout);
-    std::fflush(stderr);
-    if (out_ >= 0) dup2(out_, 1), close(out_);
-    if (err_ >= 0) dup2(err_, 2), close(err_);
-    if (sink_ != nullptr) std::fclose(sink_);
-  }
-  QuietStdio(const QuietStdio&) = delete;
-  QuietStdio& operator=(const QuietStdio&) = delete;
-
- private:
-  std::FILE* sink_ = nullptr;
-  int out_ = -1, err_ = -1;
-};
-
-struct NetDeleter {
-  void operator()(network* n) const {
-    if (n != nullptr) free_network(n);
-  }
-};
-using NetPtr = std::unique_ptr<network, NetDeleter>;
 
 struct Hyper {
   double lr = 0.02, momentum = 0.9, decay = 0.0;
 };
 
 NetPtr build_net(const Plan& p, std::int64_t batch, const Hyper& hp) {
-  std::string cfg =
-      "[net]\nbatch=" + std::to_string(batch) + "\nsubdivisions=1\nwidth=" + std::to_string(p.w) +
-      "\nheight=" + std::to_string(p.h) + "\nchannels=" + std::to_string(p.c) +
-      "\nlearning_rate=" + std::to_string(hp.lr) + "\nmomentum=" + std::to_string(hp.momentum) +
-      "\ndecay=" + std::to_string(hp.decay) + "\npolicy=constant\nmax_batches=0\n\n" + p.body;
+  DarknetNetOptions opt;
+  opt.batch = batch;
+  opt.learning_rate = hp.lr;
+  opt.momentum = hp.momentum;
+  opt.decay = hp.decay;
+  const std::string cfg = darknet_cfg(p, opt);
   std::string path =
       (std::filesystem::temp_directory_path() / "crossdl-darknet-XXXXXX.cfg").string();
   const int fd = mkstemps(path.data(), 4);
@@ -336,11 +73,11 @@ NetPtr build_net(const Plan& p, std::int64_t batch, const Hyper& hp) {
   if (net == nullptr) throw std::runtime_error("parse_network_cfg returned no network");
   NetPtr owned(net);
   // Exactly the layers planned, with the sizes the IR gives.
-  if (net->n != static_cast<int>(p.units.size()) || net->batch != batch ||
+  if (net->n != static_cast<int>(p.layers.size()) || net->batch != batch ||
       net->inputs != p.c * p.h * p.w || net->layers[p.logits].outputs != p.classes)
     throw std::runtime_error("darknet built a network that differs from the plan (" +
-                             std::to_string(net->n) + " layers, " + std::to_string(p.units.size()) +
-                             " planned)");
+                             std::to_string(net->n) + " layers, " +
+                             std::to_string(p.layers.size()) + " planned)");
   net->learning_rate = static_cast<float>(hp.lr);
   net->momentum = static_cast<float>(hp.momentum);
   net->decay = static_cast<float>(hp.decay);
@@ -362,9 +99,9 @@ Tensor copy_out(const float* src, const Shape& shape, Layout layout) {
 }
 
 void import_weights(network* net, const Plan& p, const WeightSet& w) {
-  for (std::size_t i = 0; i < p.units.size(); ++i) {
+  for (std::size_t i = 0; i < p.layers.size(); ++i) {
     layer& l = net->layers[i];
-    const Unit& u = p.units[i];
+    const Unit& u = p.layers[i];
     if (u.kind == Unit::Conv) {
       copy_in(l.weights, static_cast<std::int64_t>(l.n) * l.c * l.size * l.size, w,
               u.conv + ".weight");
@@ -385,9 +122,9 @@ void import_weights(network* net, const Plan& p, const WeightSet& w) {
 
 WeightSet export_weights_from(network* net, const Plan& p, const ir::Model& m) {
   std::map<std::string, Tensor> all;
-  for (std::size_t i = 0; i < p.units.size(); ++i) {
+  for (std::size_t i = 0; i < p.layers.size(); ++i) {
     const layer& l = net->layers[i];
-    const Unit& u = p.units[i];
+    const Unit& u = p.layers[i];
     const std::int64_t n = u.kind == Unit::Conv ? l.n : l.outputs;
     if (u.kind == Unit::Conv) {
       all[u.conv + ".weight"] = copy_out(l.weights, {n, l.c, l.size, l.size}, Layout::OIHW);
@@ -617,20 +354,6 @@ class DarknetTrainer : public Trainer {
   TrainConfig cfg_;
   NetPtr net_;
 };
-
-std::string package_version() {
-  static const std::string version = [] {
-    std::string v;
-    if (std::FILE* f = popen("dpkg-query -W -f='${Version}' darknet 2>/dev/null", "r")) {
-      char buf[256];
-      while (std::fgets(buf, sizeof buf, f) != nullptr) v += buf;
-      pclose(f);
-    }
-    while (!v.empty() && (v.back() == '\n' || v.back() == ' ')) v.pop_back();
-    return v.empty() ? std::string(kFallbackVersion) : v;
-  }();
-  return version;
-}
 
 class DarknetFramework : public Framework {
  public:

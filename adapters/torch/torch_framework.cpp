@@ -18,6 +18,7 @@
 
 #include "crossdl/adapter.h"
 #include "crossdl/adapter_guard.h"
+#include "torch_convert.h"
 
 #if CROSSDL_TORCH_CUDA
 #include <dlfcn.h>
@@ -34,33 +35,9 @@ std::string module_name(const std::string& layer) {
   return n;
 }
 
-torch::Tensor to_torch(const Tensor& t) {
-  std::vector<std::int64_t> sizes(t.shape().begin(), t.shape().end());
-  switch (t.dtype()) {
-    case DType::F32:
-      return torch::from_blob(const_cast<std::byte*>(t.raw()), sizes, torch::kFloat32);
-    case DType::I64:
-      return torch::from_blob(const_cast<std::byte*>(t.raw()), sizes, torch::kInt64);
-    case DType::U8:
-      return torch::from_blob(const_cast<std::byte*>(t.raw()), sizes, torch::kUInt8);
-  }
-  throw std::logic_error("to_torch: unknown dtype");
-}
-
-Tensor from_torch(const torch::Tensor& src, Layout layout = Layout::Any) {
-  torch::Tensor t = src.detach().to(torch::kCPU).contiguous();
-  Shape shape(t.sizes().begin(), t.sizes().end());
-  DType dtype = DType::F32;
-  if (t.scalar_type() == torch::kInt64)
-    dtype = DType::I64;
-  else if (t.scalar_type() == torch::kUInt8)
-    dtype = DType::U8;
-  else if (t.scalar_type() != torch::kFloat32)
-    t = t.to(torch::kFloat32);
-  Tensor out(dtype, shape, layout);
-  std::memcpy(out.raw(), t.data_ptr(), out.nbytes());
-  return out;
-}
+using torch_detail::activation_layout;
+using torch_detail::from_torch;
+using torch_detail::to_torch;
 
 // A network that follows the IR layer by layer. Parametric layers are registered submodules
 // named after the layer; parameters keep PyTorch's own names (weight, bias, weight_ih_l0, ...).
@@ -307,6 +284,7 @@ class TorchRunner : public Runner {
     apply_run_options(o, device_);
     import_and_place(*net_, m, w, device_);
     net_->eval();
+    for (const auto& l : m.layers) layers_.push_back(l.name);
   }
   Status infer(const Tensor& x, Tensor& logits) override {
     return guarded("infer", [&] { logits = logits_of(*net_, x, device_); });
@@ -324,10 +302,25 @@ class TorchRunner : public Runner {
       net_->zero_grad();
     });
   }
+  // The IR's own layers, each output as computed: the reference other runtimes' layer outputs
+  // are compared with.
+  Status layer_outputs(const Tensor& x, std::vector<LayerOutput>& out) override {
+    return guarded("layer_outputs", [&] {
+      torch::NoGradGuard no_grad;
+      net_->eval();
+      std::vector<torch::Tensor> all;
+      net_->forward(to_device(x, device_), &all);
+      std::vector<LayerOutput> result;
+      for (std::size_t i = 0; i < all.size(); ++i)
+        result.push_back({layers_[i], from_torch(all[i], activation_layout(all[i].dim()))});
+      out = std::move(result);
+    });
+  }
 
  private:
   torch::Device device_;
   std::shared_ptr<IrNet> net_;
+  std::vector<std::string> layers_;
 };
 
 class TorchTrainer : public Trainer {

@@ -22,6 +22,41 @@ struct DarknetFiles {
   std::string conversions;  // what was converted or folded, for the record
 };
 
+// One Darknet layer of a planned network and the IR layers it stands for.
+struct DarknetLayer {
+  enum Kind { Conv, Connected, Maxpool, Avgpool, Shortcut, Route, Activation, Softmax };
+  Kind kind = Conv;
+  std::string conv;   // Conv: the IR Conv2d
+  std::string bn;     // Conv: the IR BatchNorm2d folded into it (empty if none)
+  std::string dense;  // Connected: the IR Dense
+  // The IR layer whose output this layer produces, as in DarknetFiles::layer_ir_names; empty for
+  // layers that produce none of their own: a [route] repeating an earlier output, the 1x1
+  // [maxpool] that subsamples before a strided 1x1 convolution, the final [softmax].
+  std::string ir_name;
+};
+
+// The model as Darknet layers: what darknet_write writes and what the darknet adapter trains, so
+// both run the same network.
+struct DarknetPlan {
+  std::string body;  // the cfg after its [net] section
+  std::vector<DarknetLayer> layers;
+  int logits = -1;  // index of the [connected] layer whose output is the logits
+  bool has_bn = false;
+  std::int64_t c = 0, h = 0, w = 0, classes = 0;
+  std::string conversions;  // what was folded or rewritten, layer by layer
+};
+
+// The [net] section's settings. Darknet sizes every buffer for `batch` examples at parse time.
+struct DarknetNetOptions {
+  std::int64_t batch = 1;
+  double learning_rate = 0.02, momentum = 0.9, decay = 0.0;
+};
+
+// Plans `m` for Darknet, or says which layer it cannot express and why.
+Capability darknet_plan(const ir::Model& m, DarknetPlan& out);
+// The whole cfg text: [net] with the options, then the plan's layers.
+std::string darknet_cfg(const DarknetPlan& p, const DarknetNetOptions& net);
+
 // Whether Darknet can express the model, and why not (naming the layer).
 Capability darknet_expressible(const ir::Model& m);
 // Writes <dir>/<model name>.cfg and .weights with the given [net] batch. Throws InputError when the
