@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "commands.h"
 #include "crossdl/adapter.h"
 #include "crossdl/npy.h"
 #include "crossdl/onnx_io.h"
@@ -25,10 +26,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace crossdl {
-namespace {
-
-constexpr int kExitFinding = 1;
-constexpr int kExitUsage = 2;
 
 std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> out;
@@ -42,6 +39,8 @@ std::vector<std::string> split_list(const std::string& s) {
   }
   return out;
 }
+
+namespace {
 
 // A one-line progress display on stderr, redrawn in place on a terminal and silent elsewhere.
 class ProgressLine {
@@ -590,6 +589,9 @@ int main(int argc, char** argv) {
   report->add_option("dir", report_dir, "A study's --out folder")->required();
   report->add_flag("--json", as_json, "Print results.json's path as JSON");
 
+  CommandSet more;
+  add_compare_commands(app, more);
+
   std::string spec_file, cell_out;
   auto* cell = app.add_subcommand("__cell", "(internal) run one study cell");
   cell->group("");
@@ -611,6 +613,8 @@ int main(int argc, char** argv) {
       return cmd_eval(eval_model, eval_dataset, eval_framework, eval_limit, eval_threads, eval_out,
                       as_json);
     if (cell->parsed()) return cmd_cell(spec_file, cell_out);
+    if (more.compare->parsed()) return more.run_compare();
+    if (more.runtime_job->parsed()) return more.run_runtime_job();
     if (study_run_cmd->parsed()) {
       Study s = study_file.empty() ? study_preset(study_preset_name) : study_load(study_file);
       validate_cells(s);

@@ -1,0 +1,183 @@
+// `crossdl compare`: run, then compare. Each runtime (the reference first) runs in its own child
+// process (`crossdl __runtime --job FILE`) that writes its logits and layer outputs to files; the
+// parent then compares every runtime's files with the reference's.
+#include <stdlib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "crossdl/compare.h"
+#include "crossdl/npy.h"
+#include "crossdl/onnx_io.h"
+#include "crossdl/provenance.h"
+#include "crossdl/runtime.h"
+#include "crossdl/status.h"
+#include "crossdl/study.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace crossdl {
+namespace {
+
+std::vector<std::pair<std::string, Tensor>> read_layers(const fs::path& dir, const json& result) {
+  std::vector<std::pair<std::string, Tensor>> out;
+  if (!result.contains("layers") || !result["layers"].is_array()) return out;
+  for (const auto& l : result["layers"])
+    out.emplace_back(l.at("layer").get<std::string>(),
+                     npy_read((dir / l.at("file").get<std::string>()).string()));
+  return out;
+}
+
+// A temporary folder that goes away with the comparison unless the user named one.
+struct WorkDir {
+  fs::path path;
+  bool owned = false;
+  explicit WorkDir(const std::string& requested) {
+    if (!requested.empty()) {
+      path = requested;
+      fs::create_directories(path);
+      return;
+    }
+    std::string tmpl = (fs::temp_directory_path() / "crossdl-compare-XXXXXX").string();
+    if (mkdtemp(tmpl.data()) == nullptr)
+      throw InputError("cannot create a temporary folder under " +
+                       fs::temp_directory_path().string());
+    path = tmpl;
+    owned = true;
+  }
+  ~WorkDir() {
+    std::error_code ec;
+    if (owned) fs::remove_all(path, ec);
+  }
+};
+
+}  // namespace
+
+json compare_run(const CompareOptions& opt) {
+  std::string model_path = opt.model_path;
+  if (fs::is_directory(model_path)) model_path = (fs::path(model_path) / "model.onnx").string();
+  if (!fs::exists(model_path))
+    throw InputError(opt.model_path + ": no such model (expected an .onnx file or a folder with "
+                     "model.onnx, as `crossdl train --out` writes)");
+  // Read once here: a bad file or an unsupported operator is the user's input, exit 2, before
+  // any runtime starts.
+  const OnnxModel om = onnx_read(model_path);
+  if (opt.runtimes.empty()) throw InputError("--runtimes: name at least one runtime");
+  std::vector<std::string> order = {opt.reference};
+  for (const auto& r : opt.runtimes)
+    if (r != opt.reference) order.push_back(r);
+  for (const auto& r : order) (void)make_runtime(r);  // a typo or an unbuilt runtime: exit 2
+
+  WorkDir work(opt.out_dir);
+  json doc = {{"model", model_path},
+              {"model_name", om.model.name},
+              {"weights_sha256", om.weights.sha256()},
+              {"dataset", opt.dataset},
+              {"reference", opt.reference},
+              {"tolerance", {{"atol", opt.tol.atol}, {"rtol", opt.tol.rtol}}},
+              {"threads", opt.threads},
+              {"opset", opt.opset},
+              {"layers", opt.layers},
+              {"provenance", machine_provenance()}};
+
+  json ref_result;
+  Tensor ref_logits;
+  std::vector<std::pair<std::string, Tensor>> ref_layers;
+  json rows = json::array();
+  for (const std::string& name : order) {
+    RuntimeJob job;
+    job.runtime = name;
+    job.model_path = fs::absolute(model_path).string();
+    job.dataset = opt.dataset;
+    job.data = opt.data;
+    job.out_dir = (work.path / name).string();
+    job.threads = opt.threads;
+    job.opset = opt.opset;
+    job.layers = opt.layers;
+    job.latency_runs = opt.latency_runs;
+    fs::create_directories(job.out_dir);
+    const std::string job_file = (fs::path(job.out_dir) / "job.json").string();
+    std::ofstream(job_file) << job.to_json().dump(2) << "\n";
+
+    std::vector<std::string> argv = opt.self_command;
+    argv.insert(argv.end(), {"__runtime", "--job", job_file});
+    CellOutcome o = cell_execute(name, argv, opt.timeout_s, {},
+                                 (fs::path(job.out_dir) / "log.txt").string());
+    json row = o.metrics.is_object() ? o.metrics : json::object();
+    row["runtime"] = name;
+    row["status"] = o.status;
+    row["message"] = o.message;
+    row["elapsed_s"] = o.elapsed_s;
+    row["peak_rss_mb"] = o.child_peak_rss_mb;  // the child's whole peak, dataset included
+    if (o.signal) row["signal"] = o.signal_name;
+    if (o.status == "crashed" || o.status == "timeout" || o.status == "failed")
+      row["stderr_tail"] = o.stderr_tail;
+    row["reproduce"] = "crossdl __runtime --job " + job_file;
+
+    if (o.status == "ok") {
+      const fs::path dir = job.out_dir;
+      Tensor logits = npy_read((dir / "logits.npy").string());
+      std::vector<std::pair<std::string, Tensor>> layers = read_layers(dir, row);
+      if (name == opt.reference) {
+        ref_result = row;
+        ref_logits = std::move(logits);
+        ref_layers = std::move(layers);
+      } else if (!ref_logits.empty()) {
+        const OutputDiff d = diff_outputs(ref_logits, logits, opt.tol);
+        row["logits_diff"] = d.to_json();
+        const std::int64_t dis = top1_disagreements(ref_logits, logits);
+        row["disagreement"] = dis;
+        row["disagreement_rate"] =
+            static_cast<double>(dis) / static_cast<double>(std::max<std::int64_t>(1, logits.dim(0)));
+        row["accuracy_delta"] =
+            row.value("accuracy", 0.0) - ref_result.value("accuracy", 0.0);
+        if (opt.layers && !layers.empty() && !ref_layers.empty()) {
+          int first = -1;
+          const auto lv = layer_divergence(ref_layers, layers, opt.tol, first);
+          json lj = json::array();
+          for (const auto& l : lv) {
+            json e = l.diff.to_json();
+            e["layer"] = l.layer;
+            lj.push_back(e);
+          }
+          row["layer_diffs"] = lj;
+          row["first_divergent_layer"] = first >= 0 ? json(lv[static_cast<std::size_t>(first)].layer)
+                                                    : json(nullptr);
+        }
+      }
+    }
+    // Outputs are files in the work folder; the document keeps the figures only.
+    row.erase("layers");
+    if (opt.on_line) {
+      std::string line = name + ": " + o.status;
+      if (o.status == "ok") {
+        char buf[160];
+        std::snprintf(buf, sizeof buf, " accuracy %.4f", row.value("accuracy", 0.0));
+        line += buf;
+        if (row.contains("logits_diff")) {
+          std::snprintf(buf, sizeof buf, ", max |diff| %.3g, %lld disagree",
+                        row["logits_diff"].value("max_abs", 0.0),
+                        row.value("disagreement", 0LL));
+          line += buf;
+        }
+      } else if (!o.message.empty()) {
+        line += ": " + o.message;
+      }
+      opt.on_line(line);
+    }
+    rows.push_back(std::move(row));
+  }
+  doc["test_size"] = ref_result.value("test_size", opt.data.test_limit);
+  doc["runtimes"] = rows;
+  doc["work_dir"] = work.owned ? json(nullptr) : json(work.path.string());
+  if (ref_logits.empty())
+    doc["reference_message"] = "the reference runtime '" + opt.reference +
+                               "' did not run, so nothing was compared";
+  return doc;
+}
+
+}  // namespace crossdl

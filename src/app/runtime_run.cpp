@@ -1,0 +1,211 @@
+// One runtime on one model, in this process: export → load → accuracy pass → latency → layers.
+// `crossdl compare` runs this in a child process per runtime, so that a runtime that crashes or
+// hangs is an outcome and not the end of the comparison.
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+
+#include "crossdl/compare.h"
+#include "crossdl/npy.h"
+#include "crossdl/onnx_io.h"
+#include "crossdl/provenance.h"
+#include "crossdl/runtime.h"
+#include "crossdl/train.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace crossdl {
+
+json RuntimeJob::to_json() const {
+  return {{"runtime", runtime},
+          {"model_path", model_path},
+          {"dataset", dataset},
+          {"test_limit", data.test_limit},
+          {"data_root", data.root},
+          {"out_dir", out_dir},
+          {"threads", threads},
+          {"opset", opset},
+          {"batch", batch},
+          {"latency_runs", latency_runs},
+          {"layers", layers},
+          {"layer_examples", layer_examples}};
+}
+
+RuntimeJob RuntimeJob::from_json(const json& j) {
+  RuntimeJob r;
+  if (!j.is_object()) throw InputError("runtime job: expected a JSON object");
+  for (const auto& [k, v] : j.items()) {
+    try {
+      if (k == "runtime") r.runtime = v.get<std::string>();
+      else if (k == "model_path") r.model_path = v.get<std::string>();
+      else if (k == "dataset") r.dataset = v.get<std::string>();
+      else if (k == "test_limit") r.data.test_limit = v.get<std::int64_t>();
+      else if (k == "data_root") r.data.root = v.get<std::string>();
+      else if (k == "out_dir") r.out_dir = v.get<std::string>();
+      else if (k == "threads") r.threads = v.get<int>();
+      else if (k == "opset") r.opset = v.get<int>();
+      else if (k == "batch") r.batch = v.get<std::int64_t>();
+      else if (k == "latency_runs") r.latency_runs = v.get<std::int64_t>();
+      else if (k == "layers") r.layers = v.get<bool>();
+      else if (k == "layer_examples") r.layer_examples = v.get<std::int64_t>();
+      else throw InputError("runtime job: unknown key '" + k + "'");
+    } catch (const json::exception& e) {
+      throw InputError("runtime job: bad value for '" + k + "': " + e.what());
+    }
+  }
+  if (r.runtime.empty() || r.model_path.empty() || r.out_dir.empty())
+    throw InputError("runtime job: runtime, model_path and out_dir are required");
+  if (r.batch < 1 || r.threads < 1 || r.latency_runs < 0 || r.layer_examples < 1)
+    throw InputError("runtime job: batch, threads and layer_examples must be >= 1");
+  return r;
+}
+
+namespace {
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+std::string status_name(const Status& s) {
+  return s.code() == Status::Code::Unsupported ? "skipped" : "failed";
+}
+
+// A layer name as a file name: layer names may hold '/' or '.'.
+std::string file_safe(const std::string& s) {
+  std::string out;
+  for (char c : s) out += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') ? c : '_';
+  return out;
+}
+
+}  // namespace
+
+json runtime_run(const RuntimeJob& job) {
+  OnnxModel om = onnx_read(job.model_path);
+  Dataset ds = [&] {
+    DataOptions d = job.data;
+    d.train_limit = 1;  // only the test split is used
+    return load_dataset(job.dataset, d);
+  }();
+  if (om.model.input_shape != ds.sample_shape())
+    throw InputError(job.model_path + ": model input " + shape_str(om.model.input_shape) +
+                     " does not match " + job.dataset + " samples " +
+                     shape_str(ds.sample_shape()));
+  if (om.model.num_classes != ds.num_classes)
+    throw InputError(job.model_path + ": model has " + std::to_string(om.model.num_classes) +
+                     " classes, " + job.dataset + " has " + std::to_string(ds.num_classes));
+  fs::create_directories(job.out_dir);
+
+  std::unique_ptr<Runtime> rt = make_runtime(job.runtime);  // InputError for an unknown name
+  const FrameworkInfo info = rt->info();
+  json r = {{"runtime", job.runtime},
+            {"library", info.library},
+            {"version", info.version},
+            {"device", info.device},
+            {"threads", job.threads},
+            {"model", job.model_path},
+            {"weights_sha256", om.weights.sha256()},
+            {"test_size", ds.test.size()}};
+  auto finish = [&](const std::string& status, const std::string& message) {
+    r["status"] = status;
+    r["message"] = message;
+    r["peak_rss_mb"] = peak_rss_mb();
+    std::ofstream(fs::path(job.out_dir) / "result.json") << r.dump(2) << "\n";
+    return r;
+  };
+
+  if (Capability c = rt->supports(om.model); !c.ok) return finish("skipped", c.why);
+
+  RunOptions ro;
+  ro.threads = job.threads;
+  ExportOptions eo;
+  eo.onnx_opset = job.opset;
+  Artefact art;
+  auto t0 = std::chrono::steady_clock::now();
+  Status st = rt->export_model(om.model, om.weights, (fs::path(job.out_dir) / "artefact").string(),
+                               eo, art);
+  r["export_ms"] = ms_since(t0);
+  r["artefact"] = {{"format", art.format},
+                   {"bytes", art.bytes},
+                   {"files", art.files},
+                   {"conversions", art.conversions}};
+  if (!st.is_ok()) return finish(status_name(st), "export: " + st.message());
+
+  t0 = std::chrono::steady_clock::now();
+  std::unique_ptr<Runner> runner = rt->load(art, om.model, ro, st);
+  r["load_ms"] = ms_since(t0);
+  if (!st.is_ok() || runner == nullptr)
+    return finish(status_name(st), "load: " + (st.is_ok() ? "no runner" : st.message()));
+
+  // The accuracy pass, in batches.
+  Status infer_status;
+  EvalResult ev = evaluate_split(ds, ds.test, job.batch, [&](const Tensor& x, Tensor& logits) {
+    Status s = runner->infer(x, logits);
+    if (!s.is_ok()) infer_status = s;
+    return s;
+  });
+  if (!infer_status.is_ok()) return finish(status_name(infer_status), "infer: " + infer_status.message());
+  r["accuracy"] = ev.accuracy;
+  r["eval_seconds"] = ev.seconds;
+  npy_write((fs::path(job.out_dir) / "logits.npy").string(), ev.logits);
+  r["logits"] = "logits.npy";
+
+  // Latency: single examples, after three untimed runs (first-run allocation and lazy init).
+  std::vector<double> lat;
+  const std::int64_t n = ds.test.size();
+  for (std::int64_t i = 0; i < job.latency_runs + 3 && n > 0; ++i) {
+    const std::int64_t idx[1] = {i % n};
+    Tensor x = make_batch(ds, ds.test, idx);
+    Tensor logits;
+    auto t = std::chrono::steady_clock::now();
+    Status s = runner->infer(x, logits);
+    const double ms = ms_since(t);
+    if (!s.is_ok()) return finish(status_name(s), "infer (batch 1): " + s.message());
+    if (i >= 3) lat.push_back(ms);
+  }
+  r["latency_ms"] = {{"p50", percentile(lat, 0.5)},
+                     {"p95", percentile(lat, 0.95)},
+                     {"runs", lat.size()},
+                     {"batch", 1}};
+  runner.reset();
+
+  if (job.layers) {
+    // A second artefact with every layer exposed: extra outputs can change what a runtime fuses,
+    // so the timed artefact above stays plain.
+    ExportOptions le = eo;
+    le.layer_outputs = true;
+    Artefact la;
+    json lj = json::object();
+    Status ls = rt->export_model(om.model, om.weights,
+                                 (fs::path(job.out_dir) / "artefact-layers").string(), le, la);
+    std::unique_ptr<Runner> lr;
+    if (ls.is_ok()) lr = rt->load(la, om.model, ro, ls);
+    std::vector<LayerOutput> outs;
+    if (ls.is_ok() && lr) {
+      std::vector<std::int64_t> idx(static_cast<std::size_t>(std::min(job.layer_examples, n)));
+      std::iota(idx.begin(), idx.end(), 0);
+      ls = lr->layer_outputs(make_batch(ds, ds.test, idx), outs);
+    }
+    if (!ls.is_ok()) {
+      r["layers_status"] = status_name(ls);
+      r["layers_message"] = ls.message();
+    } else {
+      fs::create_directories(fs::path(job.out_dir) / "layers");
+      json list = json::array();
+      for (std::size_t i = 0; i < outs.size(); ++i) {
+        const std::string f = "layers/" + std::to_string(i) + "_" + file_safe(outs[i].layer) + ".npy";
+        npy_write((fs::path(job.out_dir) / f).string(), outs[i].value);
+        list.push_back({{"layer", outs[i].layer}, {"file", f}});
+      }
+      r["layers_status"] = "ok";
+      r["layers"] = list;
+      r["layer_examples"] = std::min(job.layer_examples, n);
+    }
+  }
+  return finish("ok", "");
+}
+
+}  // namespace crossdl

@@ -1,0 +1,191 @@
+// `crossdl compare` and its child side `crossdl __runtime`.
+#include <CLI/CLI.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "commands.h"
+#include "crossdl/compare.h"
+#include "crossdl/provenance.h"
+#include "crossdl/runtime.h"
+#include "crossdl/study.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace crossdl {
+namespace {
+
+struct CompareArgs {
+  std::string model, dataset = "fashion-mnist", reference = "torch", runtimes, out, json_out;
+  std::int64_t limit = 1000, latency_runs = 50;
+  int threads = 1, opset = 13;
+  bool layers = false, as_json = false;
+  double atol = Tolerance{}.atol, rtol = Tolerance{}.rtol, timeout_s = 600;
+  std::string job_file;  // __runtime
+};
+
+std::string fmt(const char* f, double v) {
+  if (std::isnan(v)) return "-";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+double num(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number() ? it->get<double>() : std::nan("");
+}
+
+void print_table(const json& doc) {
+  std::printf("%s on %s (%lld test examples), reference %s, tolerance atol %g rtol %g, %d thread(s)\n",
+              doc.value("model", "").c_str(), doc.value("dataset", "").c_str(),
+              doc.value("test_size", 0LL), doc.value("reference", "").c_str(),
+              doc["tolerance"].value("atol", 0.0), doc["tolerance"].value("rtol", 0.0),
+              doc.value("threads", 1));
+  std::printf("%-15s %-8s %-8s %-8s %-9s %-9s %-9s %-7s %-7s %-8s %-8s %-7s %-8s %s\n", "runtime",
+              "status", "accuracy", "Δacc", "disagree", "max|Δ|", "mean|Δ|", "NaN/Inf", "in tol",
+              "load ms", "p50 ms", "p95 ms", "RSS MB", "size KB");
+  std::vector<std::string> notes;
+  for (const auto& r : doc["runtimes"]) {
+    const std::string name = r.value("runtime", "");
+    const std::string status = r.value("status", "");
+    const bool is_ref = name == doc.value("reference", "");
+    const json d = r.value("logits_diff", json::object());
+    const json lat = r.value("latency_ms", json::object());
+    const json art = r.value("artefact", json::object());
+    std::string nonfinite = "-", intol = is_ref ? "ref" : "-";
+    if (!d.empty()) {
+      nonfinite = std::to_string(d.value("nan", 0LL)) + "/" + std::to_string(d.value("inf", 0LL));
+      intol = d.value("within", false) ? "yes" : "NO";
+    }
+    std::printf("%-15s %-8s %-8s %-8s %-9s %-9s %-9s %-7s %-7s %-8s %-8s %-7s %-8s %s\n",
+                name.c_str(), status.c_str(), fmt("%.4f", num(r, "accuracy")).c_str(),
+                is_ref ? "-" : fmt("%+.4f", num(r, "accuracy_delta")).c_str(),
+                r.contains("disagreement") ? std::to_string(r["disagreement"].get<long long>()).c_str()
+                                           : "-",
+                fmt("%.2g", num(d, "max_abs")).c_str(), fmt("%.2g", num(d, "mean_abs")).c_str(),
+                nonfinite.c_str(), intol.c_str(), fmt("%.0f", num(r, "load_ms")).c_str(),
+                fmt("%.3f", num(lat, "p50")).c_str(), fmt("%.3f", num(lat, "p95")).c_str(),
+                fmt("%.0f", num(r, "peak_rss_mb")).c_str(),
+                fmt("%.1f", num(art, "bytes") / 1024.0).c_str());
+    if (status != "ok") notes.push_back(name + " " + status + ": " + r.value("message", ""));
+    if (r.contains("layer_diffs")) {
+      std::string grow;
+      for (const auto& l : r["layer_diffs"])
+        grow += (grow.empty() ? "" : " → ") + l.value("layer", "") + " " +
+                fmt("%.1e", num(l, "max_abs"));
+      const json first = r.value("first_divergent_layer", json());
+      notes.push_back(name + " layers (max|Δ|): " + grow + "; first beyond tolerance: " +
+                      (first.is_string() ? first.get<std::string>() : std::string("none")));
+    } else if (r.contains("layers_message")) {
+      notes.push_back(name + " layers: " + r.value("layers_status", "") + ": " +
+                      r.value("layers_message", ""));
+    }
+  }
+  for (const auto& n : notes) std::printf("  %s\n", n.c_str());
+  if (doc.contains("reference_message"))
+    std::printf("  %s\n", doc["reference_message"].get<std::string>().c_str());
+}
+
+// 0 when every runtime that ran agrees within tolerance and none failed; 1 otherwise.
+int exit_code(const json& doc) {
+  if (doc.contains("reference_message")) return kExitFinding;
+  for (const auto& r : doc["runtimes"]) {
+    const std::string s = r.value("status", "");
+    if (s != "ok" && s != "skipped") return kExitFinding;
+    if (r.contains("logits_diff") && !r["logits_diff"].value("within", true)) return kExitFinding;
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_compare_commands(CLI::App& app, CommandSet& set) {
+  static CompareArgs a;
+  auto* c = app.add_subcommand(
+      "compare", "Run the same weights in several runtimes and compare their outputs");
+  c->add_option("--model", a.model, "An .onnx file, or a folder with model.onnx (crossdl train --out)")
+      ->required();
+  c->add_option("--runtimes", a.runtimes,
+                "Comma-separated runtimes (crossdl doctor lists them), e.g. torch,opencv,ort")
+      ->required();
+  c->add_option("--reference", a.reference, "The runtime the others are compared with")
+      ->capture_default_str();
+  c->add_option("--dataset", a.dataset)->capture_default_str();
+  c->add_option("--limit", a.limit, "Test examples to run (0: all)")->capture_default_str();
+  c->add_flag("--layers", a.layers, "Capture every layer's output and find the first diverging one");
+  c->add_option("--atol", a.atol, "Absolute tolerance")->capture_default_str();
+  c->add_option("--rtol", a.rtol, "Relative tolerance (of the reference value)")->capture_default_str();
+  c->add_option("--threads", a.threads, "Threads per runtime")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  c->add_option("--opset", a.opset, "ONNX opset of the exported file (13 or 17)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({13, 17}));
+  c->add_option("--latency-runs", a.latency_runs, "Timed single-example inferences per runtime")
+      ->capture_default_str();
+  c->add_option("--timeout", a.timeout_s, "Seconds per runtime before it is killed")
+      ->capture_default_str();
+  c->add_option("--out", a.out, "Keep artefacts, logits and layer outputs in this folder");
+  c->add_flag("--json", a.as_json, "Print the result document as JSON");
+  set.compare = c;
+
+  auto* r = app.add_subcommand("__runtime", "(internal) run one runtime for compare");
+  r->group("");
+  r->add_option("--job", a.job_file)->required();
+  set.runtime_job = r;
+
+  set.run_compare = [] {
+    if (a.atol < 0 || a.rtol < 0) throw InputError("--atol and --rtol must be >= 0");
+    if (a.limit < 0) throw InputError("--limit must be >= 0");
+    CompareOptions o;
+    o.model_path = a.model;
+    o.runtimes = split_list(a.runtimes);
+    o.reference = a.reference;
+    o.dataset = a.dataset;
+    o.data.test_limit = a.limit;
+    o.layers = a.layers;
+    o.tol = {a.atol, a.rtol};
+    o.threads = a.threads;
+    o.opset = a.opset;
+    o.latency_runs = a.latency_runs;
+    o.out_dir = a.out;
+    o.timeout_s = a.timeout_s;
+    o.self_command = {fs::canonical("/proc/self/exe").string()};
+    if (!a.as_json) o.on_line = [](const std::string& l) { std::fprintf(stderr, "%s\n", l.c_str()); };
+    json doc = compare_run(o);
+    if (a.as_json)
+      std::cout << doc.dump(2) << "\n";
+    else
+      print_table(doc);
+    return exit_code(doc);
+  };
+
+  set.run_runtime_job = [] {
+    json ev = {{"event", "result"}};
+    int rc = 0;
+    try {
+      std::ifstream in(a.job_file);
+      if (!in) throw InputError(a.job_file + ": cannot open the runtime job");
+      json j = json::parse(in, nullptr, false);
+      if (j.is_discarded()) throw InputError(a.job_file + ": not JSON");
+      json r = runtime_run(RuntimeJob::from_json(j));
+      ev["status"] = r["status"];
+      ev["message"] = r["message"];
+      ev["metrics"] = r;
+      if (r["status"] == "failed") rc = kExitFinding;
+    } catch (const InputError& e) {
+      ev["status"] = "failed";
+      ev["message"] = std::string("bad input: ") + e.what();
+      rc = kExitUsage;
+    }
+    emit_event(ev);
+    return rc;
+  };
+}
+
+}  // namespace crossdl
