@@ -25,8 +25,10 @@ std::mutex& registry_mutex() {
   return m;
 }
 std::vector<StageKind>& registry() {
-  // "train" is built in so that the presets parse in a core-only binary (tests, `report`).
-  static std::vector<StageKind> r{{"train", {"model", "dataset", "framework"}}};
+  // "train" and "migrate" are built in so that the presets parse in a core-only binary (tests,
+  // `report`).
+  static std::vector<StageKind> r{{"train", {"model", "dataset", "framework"}},
+                                  {"migrate", {"model", "dataset", "framework", "runtime"}}};
   return r;
 }
 

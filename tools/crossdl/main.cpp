@@ -14,6 +14,7 @@
 
 #include "commands.h"
 #include "crossdl/adapter.h"
+#include "crossdl/migrate.h"
 #include "crossdl/npy.h"
 #include "crossdl/onnx_io.h"
 #include "crossdl/provenance.h"
@@ -429,6 +430,7 @@ void validate_cells(const Study& s) {
   for (const CellSpec& c : study_plan(s)) {
     try {
       if (c.stage == "train") (void)train_request_from_json(c.config());
+      if (c.stage == "migrate") migrate_validate(c.config());
     } catch (const InputError& e) {
       throw InputError(s.source + ": cell '" + c.label() + "': " + e.what());
     }
@@ -440,6 +442,17 @@ int cmd_cell(const std::string& spec_file, const std::string& out_dir) {
   json result = {{"event", "result"}};
   int rc = 0;
   try {
+    if (spec.stage == "migrate") {
+      json m = migrate_run(spec.config(), out_dir);
+      result["status"] = m["status"];
+      result["message"] = m.value("message", "");
+      result["metrics"] = m;
+      result["provenance"] = machine_provenance();
+      if (m.contains("library"))
+        result["provenance"]["libraries"][m["library"].get<std::string>()] = m["version"];
+      emit_event(result);
+      return m["status"] == "failed" ? kExitFinding : 0;
+    }
     if (spec.stage != "train") throw InputError("cell stage '" + spec.stage + "' is not known");
     TrainRequest req = train_request_from_json(spec.config());
     req.out_dir = out_dir;

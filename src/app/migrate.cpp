@@ -1,0 +1,176 @@
+// The study's "migrate" stage: a model trained by a "train" cell of the same study, written in
+// another runtime's format and run there. The reference is the training framework's own test
+// logits (the train cell's test_logits.npy), so a row says "trained in A, runs in B: this much
+// changed". When the logits leave tolerance, both runtimes capture every layer's output on the
+// first examples and the cell records the first layer where they part.
+#include <algorithm>
+#include <filesystem>
+#include <optional>
+#include <set>
+
+#include "crossdl/compare.h"
+#include "crossdl/migrate.h"
+#include "crossdl/npy.h"
+#include "crossdl/status.h"
+#include "crossdl/store.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace crossdl {
+namespace {
+
+// Keys of a migrate cell that say how to run it, not which model it takes.
+const std::set<std::string> kMigrateKeys = {"runtime", "test_limit", "atol",  "rtol",
+                                            "opset",   "batch",      "latency_runs", "layers"};
+// Keys of a train cell that do not change the trained model.
+const std::set<std::string> kTrainRunKeys = {"test_limit", "replicate"};
+
+// The train cell whose model this migrate cell takes: every parameter of the train cell that
+// shapes the model must have the same value in the migrate cell; replicate 0 is preferred.
+std::optional<CellRecord> source_cell(const Store& store, const json& cfg) {
+  std::optional<CellRecord> best;
+  for (const CellRecord& c : store.cells()) {
+    if (c.stage != "train") continue;
+    const json tc = c.spec().config();
+    bool match = true;
+    for (const auto& [k, v] : tc.items()) {
+      if (kTrainRunKeys.count(k)) continue;
+      if (!cfg.contains(k) || cfg[k] != v) {
+        match = false;
+        break;
+      }
+    }
+    if (!match) continue;
+    if (!best || (tc.value("replicate", 0) == 0 && best->spec().config().value("replicate", 0) != 0))
+      best = c;
+  }
+  return best;
+}
+
+}  // namespace
+
+void migrate_validate(const json& cfg) {
+  for (const char* k : {"model", "dataset", "framework", "runtime"})
+    if (!cfg.contains(k) || !cfg[k].is_string())
+      throw InputError(std::string("migrate: '") + k + "' must be a string");
+  for (const char* k : {"test_limit", "opset", "batch", "latency_runs"})
+    if (cfg.contains(k) && !cfg[k].is_number_integer())
+      throw InputError(std::string("migrate: '") + k + "' must be an integer");
+  for (const char* k : {"atol", "rtol"})
+    if (cfg.contains(k) && (!cfg[k].is_number() || cfg[k].get<double>() < 0))
+      throw InputError(std::string("migrate: '") + k + "' must be a number >= 0");
+  if (cfg.contains("opset") && cfg["opset"] != 13 && cfg["opset"] != 17)
+    throw InputError("migrate: 'opset' must be 13 or 17");
+}
+
+json migrate_run(const json& cfg, const std::string& cell_dir) {
+  migrate_validate(cfg);
+  // A cell lives in STUDY/cells/<id>/: the study's store is two levels up.
+  const fs::path study_dir = fs::path(cell_dir).parent_path().parent_path();
+  if (!Store::exists_in(study_dir.string()))
+    throw InputError("migrate: no study store above " + cell_dir +
+                     " (a migrate cell runs inside a study, after its train cells)");
+  const Store store(study_dir.string(), false);
+  json r = {{"trained_in", cfg["framework"]}, {"runtime", cfg["runtime"]}};
+  const std::optional<CellRecord> src = source_cell(store, cfg);
+  if (!src) {
+    r["status"] = "skipped";
+    r["message"] = "no train cell in this study trained " + cfg["model"].get<std::string>() +
+                   " on " + cfg["dataset"].get<std::string>() + " in " +
+                   cfg["framework"].get<std::string>() + " with these parameters";
+    return r;
+  }
+  r["source_cell"] = src->id;
+  if (src->status != "ok") {
+    r["status"] = "skipped";
+    r["message"] = "the training cell " + src->id + " ended '" + src->status +
+                   "', so there is no model to migrate" +
+                   (src->message.empty() ? "" : " (" + src->message + ")");
+    return r;
+  }
+  const fs::path src_dir = study_dir / "cells" / src->id;
+  const Tensor ref_all = npy_read((src_dir / "test_logits.npy").string());
+
+  RuntimeJob job;
+  job.runtime = cfg["runtime"].get<std::string>();
+  job.model_path = (src_dir / "model.onnx").string();
+  job.dataset = cfg["dataset"].get<std::string>();
+  job.data.test_limit = std::min<std::int64_t>(cfg.value("test_limit", ref_all.dim(0)), ref_all.dim(0));
+  job.out_dir = cell_dir;
+  job.threads = cfg.value("threads", 1);
+  job.opset = cfg.value("opset", 13);
+  job.batch = cfg.value("batch", 64);
+  job.latency_runs = cfg.value("latency_runs", 20);
+  const Tolerance tol{cfg.value("atol", Tolerance{}.atol), cfg.value("rtol", Tolerance{}.rtol)};
+  json run = runtime_run(job);
+  for (const auto& [k, v] : run.items()) r[k] = v;
+  r["trained_in"] = cfg["framework"];
+  r["tolerance"] = {{"atol", tol.atol}, {"rtol", tol.rtol}};
+  if (run["status"] != "ok") return r;
+
+  const Tensor got = npy_read((fs::path(cell_dir) / "logits.npy").string());
+  const Tensor ref = ref_all.slice_rows(0, got.dim(0));
+  const OutputDiff d = diff_outputs(ref, got, tol);
+  r["logits_diff"] = d.to_json();
+  r["within_tolerance"] = d.within();
+  const std::int64_t dis = top1_disagreements(ref, got);
+  r["disagreement"] = dis;
+  r["disagreement_rate"] = static_cast<double>(dis) / static_cast<double>(got.dim(0));
+  // The training framework's accuracy on the same examples.
+  const Tensor labels = [&] {
+    DataOptions o;
+    o.train_limit = 1;
+    o.test_limit = got.dim(0);
+    return load_dataset(job.dataset, o).test.y;
+  }();
+  std::int64_t correct = 0;
+  const auto pred = argmax_rows(ref);
+  const auto y = labels.values<std::int64_t>();
+  for (std::size_t i = 0; i < pred.size(); ++i) correct += pred[i] == y[i];
+  r["reference_accuracy"] = static_cast<double>(correct) / static_cast<double>(got.dim(0));
+  r["accuracy_delta"] = r.value("accuracy", 0.0) - r["reference_accuracy"].get<double>();
+
+  if (!d.within() && cfg.value("layers", true)) {
+    // Where do they part? Both sides capture their layer outputs on the same first examples.
+    RuntimeJob a = job, b = job;
+    a.runtime = cfg["framework"].get<std::string>();
+    a.out_dir = (fs::path(cell_dir) / "layers-reference").string();
+    b.out_dir = (fs::path(cell_dir) / "layers-runtime").string();
+    for (RuntimeJob* j : {&a, &b}) {
+      j->layers = true;
+      j->latency_runs = 0;
+      j->data.test_limit = j->layer_examples;
+    }
+    json ra = runtime_run(a), rb = runtime_run(b);
+    auto layers_of = [](const json& res, const std::string& dir) {
+      std::vector<std::pair<std::string, Tensor>> out;
+      for (const auto& l : res.value("layers", json::array()))
+        out.emplace_back(l["layer"].get<std::string>(),
+                         npy_read((fs::path(dir) / l["file"].get<std::string>()).string()));
+      return out;
+    };
+    if (ra.value("layers_status", "") == "ok" && rb.value("layers_status", "") == "ok") {
+      int first = -1;
+      const auto lv = layer_divergence(layers_of(ra, a.out_dir), layers_of(rb, b.out_dir), tol, first);
+      json lj = json::array();
+      for (const auto& l : lv) {
+        json e = l.diff.to_json();
+        e["layer"] = l.layer;
+        lj.push_back(e);
+      }
+      r["layer_diffs"] = lj;
+      r["first_divergent_layer"] =
+          first >= 0 ? json(lv[static_cast<std::size_t>(first)].layer) : json(nullptr);
+    } else {
+      r["layers_message"] = "layer outputs: " + a.runtime + " " +
+                            ra.value("layers_status", ra.value("status", "")) + " " +
+                            ra.value("layers_message", ra.value("message", "")) + "; " +
+                            b.runtime + " " + rb.value("layers_status", rb.value("status", "")) +
+                            " " + rb.value("layers_message", rb.value("message", ""));
+    }
+  }
+  return r;
+}
+
+}  // namespace crossdl
