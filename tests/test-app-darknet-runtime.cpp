@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -37,6 +38,7 @@ std::vector<std::int64_t> top1(const Tensor& logits) {
 struct Loaded {
   Artefact artefact;
   std::unique_ptr<Runner> runner;
+  double load_ms = 0;
 };
 
 Loaded export_and_load(const ir::Model& m, const WeightSet& w, const std::string& dir) {
@@ -44,7 +46,10 @@ Loaded export_and_load(const ir::Model& m, const WeightSet& w, const std::string
   Loaded l;
   Status st = rt->export_model(m, w, dir, ExportOptions{}, l.artefact);
   EXPECT_TRUE(st.is_ok()) << st.message();
+  const auto t0 = std::chrono::steady_clock::now();
   l.runner = rt->load(l.artefact, m, RunOptions{}, st);
+  l.load_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_TRUE(st.is_ok()) << st.message();
   return l;
 }
@@ -79,15 +84,21 @@ TEST(DarknetRuntime, FilesGiveTheFrameworksLogitsExactlyAndTorchs) {
     auto th = make_framework("torch")->load(m, w, RunOptions{}, st);
     ASSERT_TRUE(st.is_ok()) << st.message();
     Tensor lf, ld, lt;
+    const auto t0 = std::chrono::steady_clock::now();
     ASSERT_TRUE(files.runner->infer(x, lf).is_ok());
+    const double infer_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     ASSERT_TRUE(fw->infer(x, ld).is_ok());
     ASSERT_TRUE(th->infer(x, lt).is_ok());
     EXPECT_TRUE(lf.identical(ld)) << "max diff " << max_abs_diff(lf, ld);
     const double vs_torch = max_abs_diff(lf, lt);
     EXPECT_LT(vs_torch, 1e-4);
     EXPECT_EQ(top1(lf), top1(lt));
-    std::printf("[ darknet  ] %s from files: vs framework %.3g, vs torch %.3g\n", name,
-                max_abs_diff(lf, ld), vs_torch);
+    std::printf(
+        "[ darknet  ] %s from files (%llu bytes): load %.1f ms, %lld images %.1f ms; max diff vs "
+        "framework %.3g, vs torch %.3g\n",
+        name, static_cast<unsigned long long>(files.artefact.bytes), files.load_ms,
+        static_cast<long long>(count), infer_ms, max_abs_diff(lf, ld), vs_torch);
   }
 }
 

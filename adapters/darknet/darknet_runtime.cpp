@@ -4,7 +4,7 @@
 //
 // Darknet's loader trusts its files: it exit()s with status 0 when one cannot be opened, reads a
 // truncated .weights without noticing (the rest of the layers keep their random initialisation)
-// and runs undefined code on an unknown section type. Those are checked here first, so that a bad
+// and keeps an empty layer for an unknown section type. Those are checked here first, so that a bad
 // artefact is a bad-input Status rather than a silent wrong answer (see README.md, findings/).
 #include <algorithm>
 #include <cstring>
@@ -40,7 +40,8 @@ std::uint64_t file_size_of(const std::string& path) {
   return n;
 }
 
-// Darknet's section names (parser.c string_to_layer_type); anything else is undefined there.
+// Darknet's section names (parser.c string_to_layer_type); for anything else it keeps an empty
+// layer and goes on.
 bool known_section(const std::string& s) {
   static const std::set<std::string> known = {"net",           "network",
                                               "shortcut",      "crop",
@@ -63,7 +64,7 @@ bool known_section(const std::string& s) {
   return known.count(s) != 0;
 }
 
-// What would make Darknet's parser exit or run undefined code: a first section that is not [net],
+// What Darknet's parser would exit on or silently misread: a first section that is not [net],
 // an unknown section, a line that is neither a section nor key=value.
 void precheck_cfg(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
