@@ -98,6 +98,53 @@ TEST(TorchScriptRuntime, LogitsAndLayerOutputsEqualTheTorchFramework) {
   }
 }
 
+// The ops the image models do not reach: Embedding (token input), and VGG-16's padded
+// convolutions with bias followed by BatchNorm on 32x32 images. Same weights, same inputs:
+// measured bit-identical to the torch framework.
+TEST(TorchScriptRuntime, TextModelsAndVggEqualTheTorchFramework) {
+  std::string why;
+  if (!test::runtime_built("torch", &why)) GTEST_SKIP() << why;
+  auto rt = make_runtime("torch");
+  zoo::InputSpec text;
+  text.sample_shape = {24};
+  text.dtype = DType::I64;
+  text.num_classes = 2;
+  text.vocab_size = 50;
+  Tensor tokens(DType::I64, {8, 24});
+  Rng rng(5);
+  for (auto& t : tokens.values<std::int64_t>()) t = static_cast<std::int64_t>(rng.below(50));
+  zoo::InputSpec cifar;
+  cifar.sample_shape = {3, 32, 32};
+  Tensor images(DType::F32, {4, 3, 32, 32}, Layout::NCHW);
+  for (auto& v : images.values<float>()) v = static_cast<float>(rng.uniform(-1, 1));
+  struct Case {
+    const char* model;
+    zoo::InputSpec spec;
+    const Tensor* x;
+  };
+  for (const Case& c :
+       {Case{"lstm", text, &tokens}, Case{"gru", text, &tokens}, Case{"vgg16", cifar, &images}}) {
+    SCOPED_TRACE(c.model);
+    const ir::Model m = zoo::build(c.model, c.spec);
+    const WeightSet w = init_weights(m, 6);
+    Artefact a;
+    Status st = rt->export_model(m, w, test::scratch_dir(std::string("ts-x-") + c.model),
+                                 ExportOptions{}, a);
+    ASSERT_TRUE(st.is_ok()) << st.message();
+    auto script = rt->load(a, m, RunOptions{}, st);
+    ASSERT_TRUE(st.is_ok()) << st.message();
+    auto fw = make_framework("torch")->load(m, w, RunOptions{}, st);
+    ASSERT_TRUE(st.is_ok()) << st.message();
+    Tensor ls, lf;
+    st = script->infer(*c.x, ls);
+    ASSERT_TRUE(st.is_ok()) << st.message();
+    ASSERT_TRUE(fw->infer(*c.x, lf).is_ok());
+    EXPECT_LT(max_abs_diff(ls, lf), 1e-5);
+    std::printf("[ torchscript ] %s: logits max diff vs framework %.3g\n", c.model,
+                max_abs_diff(ls, lf));
+  }
+}
+
 // Python's torch.jit.load reads the same file, runs forward and layer_outputs, and finds the
 // weights under the names weight_names() records: the artefact is a real TorchScript module, not
 // something only crossdl reads. ResNet-20's dotted names ("stage1.block0.conv1.weight") are not
