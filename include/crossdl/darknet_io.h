@@ -17,7 +17,9 @@ struct DarknetFiles {
   std::string cfg;      // path of the .cfg written
   std::string weights;  // path of the .weights written
   // For each Darknet layer (cfg section after [net], in order), the IR layer whose output it
-  // produces: the last IR layer it covers ("conv1" folded with "relu1" gives "relu1").
+  // produces: the last IR layer it covers ("conv1" folded with "relu1" gives "relu1"); empty for
+  // a layer that produces no IR layer's output (see DarknetLayer::ir_name). An IR Flatten has no
+  // Darknet layer: its output is the [N,F] view of its input's.
   std::vector<std::string> layer_ir_names;
   std::string conversions;  // what was converted or folded, for the record
 };
