@@ -2,6 +2,10 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <string>
 
 #include <algorithm>
 #include <cmath>
@@ -36,6 +40,26 @@ inline bool runtime_built(const std::string& name, std::string* why = nullptr) {
   return false;
 }
 
+struct CliRun {
+  int rc = -1;
+  std::string out;  // stdout
+};
+
+// Runs the crossdl binary (CROSSDL_BINARY) with a shell-quoted argument string; stderr goes to
+// err_file.
+inline CliRun run_cli(const std::string& args, const std::string& err_file = "/dev/null") {
+  const std::string cmd = std::string(CROSSDL_BINARY) + " " + args + " 2>" + err_file;
+  CliRun r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  std::size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int status = pclose(p);
+  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
 // The first `train` / `test` examples of the installed Fashion-MNIST.
 inline Dataset fashion_subset(std::int64_t train, std::int64_t test) {
   DataOptions o;
@@ -67,6 +91,26 @@ inline double max_abs_diff(const WeightSet& a, const WeightSet& b) {
   double m = 0;
   for (const auto& n : a.names()) m = std::max(m, max_abs_diff(a.at(n), b.at(n)));
   return m;
+}
+
+// The model made of m's layers up to and including layer k, ending in a Flatten when that layer's
+// output has more than one axis, with the weights it uses: its logits are layer k's output
+// flattened in the IR's order, so a framework that only gives logits gives a per-layer reference.
+inline ir::Model prefix_model(const ir::Model& m, const WeightSet& w, std::size_t k,
+                              WeightSet& wk) {
+  ir::Model p = m;
+  p.layers.assign(m.layers.begin(), m.layers.begin() + static_cast<std::ptrdiff_t>(k) + 1);
+  const Shape s = ir::infer_shapes(p).back();
+  if (s.size() > 1) {
+    ir::Layer f;
+    f.name = "prefix_flatten";
+    f.op = ir::Op::Flatten;
+    p.layers.push_back(f);
+  }
+  p.num_classes = shape_numel(s);
+  wk = WeightSet();
+  for (const ir::WeightSpec& spec : ir::weight_specs(p)) wk.set(spec.name, w.at(spec.name));
+  return p;
 }
 
 }  // namespace crossdl::test

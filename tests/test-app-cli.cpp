@@ -13,30 +13,15 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "app_support.h"
 #include "support.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-struct CliRun {
-  int rc = -1;
-  std::string out;  // stdout
-};
-
-// Runs the crossdl binary with a shell-quoted argument string; stderr goes to err_file.
-CliRun run_cli(const std::string& args, const std::string& err_file = "/dev/null") {
-  const std::string cmd = std::string(CROSSDL_BINARY) + " " + args + " 2>" + err_file;
-  CliRun r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  std::size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int status = pclose(p);
-  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
+using crossdl::test::CliRun;
+using crossdl::test::run_cli;
 
 std::string slurp(const std::string& path) {
   auto b = crossdl::test::read_bytes(path);

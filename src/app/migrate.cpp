@@ -8,6 +8,7 @@
 #include <optional>
 #include <set>
 
+#include "crossdl/adapter.h"
 #include "crossdl/compare.h"
 #include "crossdl/migrate.h"
 #include "crossdl/npy.h"
@@ -62,6 +63,12 @@ void migrate_validate(const json& cfg) {
       throw InputError(std::string("migrate: '") + k + "' must be a number >= 0");
   if (cfg.contains("opset") && cfg["opset"] != 13 && cfg["opset"] != 17)
     throw InputError("migrate: 'opset' must be 13 or 17");
+  if (find_backend(cfg["runtime"].get<std::string>()) == nullptr) {
+    std::string known;
+    for (const auto& b : backends()) known += (known.empty() ? "" : ", ") + b.name;
+    throw InputError("migrate: unknown runtime '" + cfg["runtime"].get<std::string>() +
+                     "' (known: " + known + ")");
+  }
 }
 
 json migrate_run(const json& cfg, const std::string& cell_dir) {

@@ -51,6 +51,8 @@ constexpr Known kKnown[] = {
      "/usr/lib/darknet/include/darknet.h"},
     {"opencv", "runtime", "OpenCV DNN", "apt-get install libopencv-dev",
      "/usr/include/opencv4/opencv2/dnn.hpp"},
+    {"opencv-darknet", "runtime", "OpenCV DNN (Darknet importer)", "apt-get install libopencv-dev",
+     "/usr/include/opencv4/opencv2/dnn.hpp"},
     {"armnn", "runtime", "Arm NN (CpuRef)",
      "apt-get install libarmnn-dev libarmnntfliteparser-dev libarmnn-cpuref-backend22",
      "/usr/include/armnn/ArmNN.hpp"},

@@ -99,6 +99,14 @@ json runtime_run(const RuntimeJob& job) {
                      " classes, " + job.dataset + " has " + std::to_string(ds.num_classes));
   fs::create_directories(job.out_dir);
 
+  // A runtime crossdl knows but this binary lacks is a skip with the remedy; an unknown name is
+  // the user's typo (InputError from make_runtime).
+  if (const BackendEntry* e = find_backend(job.runtime); e != nullptr && !e->make_runtime) {
+    json r = {{"runtime", job.runtime}, {"status", "skipped"},
+              {"message", "runtime not built into this crossdl (" + e->install_hint + ")"}};
+    std::ofstream(fs::path(job.out_dir) / "result.json") << r.dump(2) << "\n";
+    return r;
+  }
   std::unique_ptr<Runtime> rt = make_runtime(job.runtime);  // InputError for an unknown name
   const FrameworkInfo info = rt->info();
   json r = {{"runtime", job.runtime},

@@ -11,8 +11,17 @@
 #include "crossdl/report.h"
 #include "crossdl/status.h"
 #include "crossdl/store.h"
+#include "report_internal.h"
 
 namespace crossdl {
+
+std::string report_detail::fmt(double v, const char* f) {
+  if (std::isnan(v)) return "";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -22,12 +31,7 @@ bool is_finding(const std::string& s) {
   return s == "failed" || s == "crashed" || s == "timeout";
 }
 
-std::string fmt(double v, const char* f) {
-  if (std::isnan(v)) return "";
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
+using report_detail::fmt;
 
 // A value as a table cell: strings bare, integers plain, other numbers with %g.
 std::string cell_text(const json& v) {
@@ -548,8 +552,9 @@ void report_write(const std::string& dir) {
   for (const auto& [s, n] : by_status) st.rows.push_back({s, std::to_string(n)});
   r += md->table(st);
 
-  std::vector<CellRecord> train, other;
-  for (const auto& c : cells) (c.stage == "train" ? train : other).push_back(c);
+  std::vector<CellRecord> train, migrate, other;
+  for (const auto& c : cells)
+    (c.stage == "train" ? train : c.stage == "migrate" ? migrate : other).push_back(c);
   if (!train.empty()) {
     r += "## Results\n\n";
     r += "Test accuracy on the test split (or its first `test_limit` examples); train time is "
@@ -584,6 +589,7 @@ void report_write(const std::string& dir) {
     }
     r += md->table(epochs_table(train));
   }
+  r += report_detail::migration_section(migrate, dir, *md);
   if (!other.empty()) {
     ReportTable ot;
     ot.title = "Other cells";

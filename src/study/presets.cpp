@@ -10,11 +10,12 @@
 namespace crossdl {
 namespace {
 
-// Sized to finish in under 15 minutes on 2 cores: the LeNets on the full Fashion-MNIST in every
+// Training sized to finish in under 15 minutes on 2 cores: the LeNets on the full Fashion-MNIST in every
 // framework for 3 seeds; ResNet-20 and the LSTM on a documented subset (2,000 training / 1,000
 // test images: Darknet trains ResNet-20 ~18x slower than LibTorch) for one seed; LeNet-5 repeated
 // and rerun on 2 threads on a 10,000-image subset to measure reproducibility. A framework that
-// cannot express a model, or is not installed, is a recorded skip with its reason.
+// cannot express a model, or is not installed, is a recorded skip with its reason. Then every
+// seed-1 model migrates to every runtime.
 constexpr const char* kQuick = R"(name: quick
 description: >
   The same training configuration in every framework (LibTorch, dlib, Darknet): identical initial
@@ -52,6 +53,41 @@ stages:
       replicate: [0, 1]
       threads: [1, 2]
     params: {train_limit: 10000, test_limit: 2000}
+  # Migration: each seed-1 model trained above, written in every runtime's format and run there,
+  # compared with the training framework's own outputs. Arm NN's CpuRef backend is a slow
+  # reference implementation, so it runs fewer test images (recorded as test_size).
+  - stage: migrate
+    axes:
+      model: [lenet1, lenet5]
+      dataset: [fashion-mnist]
+      framework: [torch, dlib, darknet]
+      runtime: [torch, opencv, opencv-darknet, ort, tflite, dlib, darknet]
+      seed: [1]
+    params: {test_limit: 1000}
+  - stage: migrate
+    axes:
+      model: [lenet1, lenet5]
+      dataset: [fashion-mnist]
+      framework: [torch, dlib, darknet]
+      runtime: [armnn]
+      seed: [1]
+    params: {test_limit: 300}
+  - stage: migrate
+    axes:
+      model: [resnet20, lstm]
+      dataset: [fashion-mnist]
+      framework: [torch, dlib, darknet]
+      runtime: [torch, opencv, opencv-darknet, ort, tflite, dlib, darknet]
+      seed: [1]
+    params: {train_limit: 2000, test_limit: 1000}
+  - stage: migrate
+    axes:
+      model: [resnet20, lstm]
+      dataset: [fashion-mnist]
+      framework: [torch, dlib, darknet]
+      runtime: [armnn]
+      seed: [1]
+    params: {train_limit: 2000, test_limit: 100}
 )";
 
 // The ASE 2019 study's training setup: each model on the dataset the paper paired it with,
@@ -86,6 +122,27 @@ stages:
       dataset: [imdb]
       framework: [torch, dlib, darknet]
       seed: [1, 2, 3, 4, 5]
+  - stage: migrate
+    axes:
+      model: [lenet1, lenet5]
+      dataset: [mnist]
+      framework: [torch, dlib, darknet]
+      runtime: [torch, opencv, opencv-darknet, ort, tflite, armnn, dlib, darknet]
+      seed: [1]
+  - stage: migrate
+    axes:
+      model: [resnet20, vgg16]
+      dataset: [cifar10]
+      framework: [torch, dlib, darknet]
+      runtime: [torch, opencv, opencv-darknet, ort, tflite, armnn, dlib, darknet]
+      seed: [1]
+  - stage: migrate
+    axes:
+      model: [lstm, gru]
+      dataset: [imdb]
+      framework: [torch, dlib, darknet]
+      runtime: [torch, opencv, opencv-darknet, ort, tflite, armnn, dlib, darknet]
+      seed: [1]
 )";
 
 const std::vector<std::pair<std::string, const char*>>& presets() {

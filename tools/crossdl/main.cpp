@@ -477,7 +477,8 @@ int cmd_cell(const std::string& spec_file, const std::string& out_dir) {
                   {"samples_per_s", e.samples_per_s}});
     };
     json m = train_run(req, p);
-    result["framework"] = m["framework_info"];
+    // A framework this build lacks comes back "skipped" without framework_info.
+    if (m.contains("framework_info")) result["framework"] = m["framework_info"];
     result["status"] = m["status"];
     result["message"] = m.value("message", "");
     m.erase("epoch_metrics");  // already sent as epoch events

@@ -1,0 +1,21 @@
+// Shared by the report's source files; not part of the public API.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "crossdl/report.h"
+#include "crossdl/store.h"
+
+namespace crossdl::report_detail {
+
+// printf-formatted number; "" for NaN.
+std::string fmt(double v, const char* f);
+
+// The "Migration" section: the trained-in x runs-on matrix, the per-cell table, and the cells
+// whose outputs left tolerance as findings (with the first diverging layer and the command that
+// reproduces each). Empty when there are no migrate cells.
+std::string migration_section(const std::vector<CellRecord>& migrate, const std::string& dir,
+                              const ReportPrinter& md);
+
+}  // namespace crossdl::report_detail
