@@ -74,7 +74,7 @@ TEST(StudyYaml, ErrorsNameFileLineAndColumn) {
             "s.yaml:2:1: unknown key 'stagez' (known: name, description, timeout_s, defaults, "
             "stages)");
   EXPECT_EQ(parse_error("stages:\n  - stage: deploy\n    axes: {model: [a]}\n"),
-            "s.yaml:2:12: unknown stage 'deploy' (known: train)");
+            "s.yaml:2:12: unknown stage 'deploy' (known: train, migrate)");
   EXPECT_EQ(parse_error("stages:\n  - stage: train\n    axes:\n      model: []\n"),
             "s.yaml:4:14: axis 'model' has no values");
   EXPECT_EQ(parse_error("defaults:\n  lr: [1, 2]\nstages: []\n"),
@@ -187,16 +187,21 @@ TEST(StudyPresets, ParseAndPlan) {
   Study quick = study_preset("quick");
   EXPECT_EQ(quick.source, "preset:quick");
   auto q = study_plan(quick);
-  // 2 LeNets x 3 frameworks x 3 seeds, 2 models x 3 frameworks, 3 frameworks x 2 x 2 repeats.
-  EXPECT_EQ(q.size(), 18u + 6u + 12u);
+  // Training: 2 LeNets x 3 frameworks x 3 seeds, 2 models x 3 frameworks, 3 frameworks x 2 x 2
+  // repeats. Migration: 4 models x 3 training frameworks x 8 runtimes.
+  EXPECT_EQ(q.size(), 18u + 6u + 12u + 4u * 3u * 8u);
   EXPECT_EQ(q[18].value("model"), "resnet20");
   EXPECT_EQ(q[18].value("train_limit"), 2000);
   EXPECT_EQ(q[18].value("test_limit"), 1000);
   EXPECT_EQ(q[35].value("replicate"), 1);
   EXPECT_EQ(q[35].value("threads"), 2);
   auto p = study_plan(study_preset("paper"));
-  EXPECT_EQ(p.size(), 6u * 3u * 5u);  // 6 models, 3 frameworks, 5 seeds
+  // 6 models x 3 frameworks x 5 seeds; seed 1 of each migrates to 8 runtimes.
+  EXPECT_EQ(p.size(), 6u * 3u * 5u + 6u * 3u * 8u);
   for (const auto& c : p) EXPECT_EQ(c.value("epochs"), 10);
+  EXPECT_EQ(q[36].stage, "migrate");
+  EXPECT_EQ(q[36].value("runtime"), "torch");
+  EXPECT_EQ(q[36].value("framework"), "torch");
   try {
     study_preset("huge");
     FAIL();
