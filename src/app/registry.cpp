@@ -57,6 +57,8 @@ constexpr Known kKnown[] = {
      "apt-get install libarmnn-dev libarmnntfliteparser-dev libarmnn-cpuref-backend22",
      "/usr/include/armnn/ArmNN.hpp"},
     {"tflite", "runtime", "TensorFlow Lite C API", "cd web && npm ci (tfjs-tflite-node)", nullptr},
+    {"tfjs", "runtime", "TensorFlow.js (Node, cpu backend)", "cd web && npm ci (@tensorflow/tfjs)",
+     nullptr},
     {"ort", "runtime", "ONNX Runtime (onnxruntime-node)", "cd web && npm ci (onnxruntime-node)",
      nullptr},
 };

@@ -61,7 +61,7 @@ stages:
       model: [lenet1, lenet5]
       dataset: [fashion-mnist]
       framework: [torch, dlib, darknet]
-      runtime: [torch, opencv, opencv-darknet, ort, tflite, dlib, darknet]
+      runtime: [torch, opencv, opencv-darknet, ort, tflite, tfjs, dlib, darknet]
       seed: [1]
     params: {test_limit: 1000}
   - stage: migrate
@@ -77,7 +77,7 @@ stages:
       model: [resnet20, lstm]
       dataset: [fashion-mnist]
       framework: [torch, dlib, darknet]
-      runtime: [torch, opencv, opencv-darknet, ort, tflite, dlib, darknet]
+      runtime: [torch, opencv, opencv-darknet, ort, tflite, tfjs, dlib, darknet]
       seed: [1]
     params: {train_limit: 2000, test_limit: 1000}
   - stage: migrate
@@ -127,21 +127,21 @@ stages:
       model: [lenet1, lenet5]
       dataset: [mnist]
       framework: [torch, dlib, darknet]
-      runtime: [torch, opencv, opencv-darknet, ort, tflite, armnn, dlib, darknet]
+      runtime: [torch, opencv, opencv-darknet, ort, tflite, tfjs, armnn, dlib, darknet]
       seed: [1]
   - stage: migrate
     axes:
       model: [resnet20, vgg16]
       dataset: [cifar10]
       framework: [torch, dlib, darknet]
-      runtime: [torch, opencv, opencv-darknet, ort, tflite, armnn, dlib, darknet]
+      runtime: [torch, opencv, opencv-darknet, ort, tflite, tfjs, armnn, dlib, darknet]
       seed: [1]
   - stage: migrate
     axes:
       model: [lstm, gru]
       dataset: [imdb]
       framework: [torch, dlib, darknet]
-      runtime: [torch, opencv, opencv-darknet, ort, tflite, armnn, dlib, darknet]
+      runtime: [torch, opencv, opencv-darknet, ort, tflite, tfjs, armnn, dlib, darknet]
       seed: [1]
 )";
 
