@@ -13,6 +13,12 @@ namespace crossdl {
 struct OnnxWriteOptions {
   int opset = 13;                               // 13 or 17
   std::map<std::string, std::string> metadata;  // provenance, stored as metadata_props
+  // Also make every IR layer's output a graph output (named like the layer, after "logits"), so
+  // that a runtime can return them all from one run. The tensors are the graph's own: an
+  // ImageToSequence output is time-major [T,N,F] there (the reader of such outputs transposes it
+  // back to the IR's [N,T,F]). onnx_read accepts only the logits output, so such a file is for
+  // runtimes, not for the interchange.
+  bool layer_outputs = false;
 };
 
 // Throws InputError when the model cannot be expressed; never writes a partial file (writes to a

@@ -57,6 +57,7 @@ class Writer {
     for (std::size_t i = 0; i < m_.layers.size(); ++i) layer(i);
     const std::string& last = m_.layers.back().name;
     if (last != "logits") node("Identity", last + "/output", {values_.at(last).name}, {"logits"});
+    if (opt_.layer_outputs) layer_outputs();
   }
 
  private:
@@ -163,6 +164,31 @@ class Writer {
     auto* shape = tt->mutable_shape();
     shape->add_dim()->set_dim_param("batch");
     for (std::int64_t d : sample) shape->add_dim()->set_dim_value(d);
+  }
+
+  // Extra graph outputs declared with the shapes the IR infers, so that strict shape inference
+  // checks them against the nodes. A time-major tensor is declared as it is, [T,batch,F]: a
+  // Transpose added here would be a node that the timing runs (without these outputs) lack.
+  void layer_outputs() {
+    const std::vector<Shape> shapes = ir::infer_shapes(m_);
+    for (std::size_t i = 0; i < m_.layers.size(); ++i) {
+      const ir::Layer& l = m_.layers[i];
+      if (l.name == "logits") continue;  // already the first graph output
+      const Value& v = values_.at(l.name);
+      auto* o = g_.add_output();
+      o->set_name(v.name);
+      if (!v.time_major) {
+        tensor_type(*o, onnx::TensorProto::FLOAT, shapes[i]);
+        continue;
+      }
+      auto* tt = o->mutable_type()->mutable_tensor_type();
+      tt->set_elem_type(onnx::TensorProto::FLOAT);
+      auto* shape = tt->mutable_shape();
+      shape->add_dim()->set_dim_value(shapes[i].at(0));
+      shape->add_dim()->set_dim_param("batch");
+      for (std::size_t d = 1; d < shapes[i].size(); ++d)
+        shape->add_dim()->set_dim_value(shapes[i][d]);
+    }
   }
 
   void io() {
