@@ -177,6 +177,35 @@ TEST_P(TfliteFiles, Vgg16MatchesTorch) {
   EXPECT_EQ(top1(got), top1(want));
 }
 
+// Pools whose padding TFLite can say as SAME: a padded max pool must ignore the padding and a
+// padded average pool must not count it (PyTorch's count_include_pad=false), in both runtimes.
+TEST_P(TfliteFiles, SamePaddedPoolsMatchTorch) {
+  const Dataset ds = fashion_subset(0, GetParam().layer_images * 2);
+  const Tensor x = make_batch(ds, ds.test, first_n(GetParam().layer_images * 2));
+  for (const ir::Op op : {ir::Op::MaxPool2d, ir::Op::AvgPool2d}) {
+    SCOPED_TRACE(std::string(ir::op_name(op)));
+    ir::Model m = zoo::build("lenet1", kMnistLike);
+    for (auto& l : m.layers)
+      if (l.name == "pool1") {
+        l.op = op;
+        l.kernel[0] = l.kernel[1] = 3;
+        l.stride[0] = l.stride[1] = 1;
+        l.pad[0] = l.pad[1] = 1;
+      }
+    const WeightSet w = init_weights(m, 21);
+    Artefact a;
+    auto r = export_and_load(m, w, std::string(ir::op_name(op)), true, a);
+    ASSERT_TRUE(r);
+    std::vector<LayerOutput> got;
+    const Status st = r->layer_outputs(x, got);
+    ASSERT_TRUE(st.is_ok()) << st.message();
+    const std::vector<LayerOutput> want = torch_layers(m, w, x);
+    ASSERT_EQ(got.size(), want.size());
+    for (std::size_t i = 0; i < got.size(); ++i)
+      EXPECT_LT(max_abs_diff(got[i].value, want[i].value), 1e-5) << got[i].layer;
+  }
+}
+
 // Measured here, worst per-layer max |diff| with torch: tflite (8 images) LeNet-5 4.8e-07,
 // ResNet-20 8.9e-07 (73 layers, BatchNorm as MUL+ADD); armnn (2 images) 7.2e-07, 8.3e-07.
 TEST_P(TfliteFiles, EveryLayerOutputMatchesTorch) {
