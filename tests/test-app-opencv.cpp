@@ -211,3 +211,42 @@ TEST(OpencvRuntime, TokenModelsAreRefusedWithTheReason) {
       make_runtime("opencv")->export_model(m, init_weights(m, 1), test::scratch_dir("cv-tok"), {}, a);
   EXPECT_EQ(st.code(), Status::Code::Unsupported);
 }
+
+// OpenCV's Darknet importer on the cfg + weights crossdl writes (darknet_write). Measured: max
+// |OpenCV-Darknet - torch| logits lenet1 2.4e-07, lenet5 6.0e-08, resnet20 2.9e-06 (its importer
+// fixes BatchNorm's eps at 1e-6, the IR's is 1e-5); layers: one per Darknet section (6/8, 8/12,
+// 33/73 IR layers), worst 7.2e-07, 7.2e-07, 2.2e-05.
+TEST(OpencvDarknetRuntime, LogitsAndLayersMatchTorch) {
+  REQUIRE_RUNTIME("opencv-darknet");
+  for (const char* name : {"lenet1", "lenet5", "resnet20"}) {
+    SCOPED_TRACE(name);
+    double d = 0, worst = 0;
+    compare_with_torch("opencv-darknet", name, &d, &worst);
+  }
+}
+
+TEST(OpencvDarknetRuntime, TruncatedWeightsAreBadInput) {
+  REQUIRE_RUNTIME("opencv-darknet");
+  const ir::Model m = zoo::build("lenet5", zoo::input_spec(data()));
+  auto rt = make_runtime("opencv-darknet");
+  Artefact a;
+  ASSERT_TRUE(
+      rt->export_model(m, init_weights(m, 1), test::scratch_dir("cvdn-corrupt"), {}, a).is_ok());
+  ASSERT_EQ(a.format, "darknet");
+  ASSERT_EQ(a.files.size(), 2u);
+  auto bytes = test::read_bytes(a.files[1]);
+  bytes.resize(bytes.size() - 4);
+  test::write_bytes(a.files[1], bytes);
+  Status st;
+  EXPECT_EQ(rt->load(a, m, {}, st), nullptr);
+  EXPECT_EQ(st.code(), Status::Code::BadInput);
+  EXPECT_NE(st.message().find(a.files[1]), std::string::npos) << st.message();
+}
+
+TEST(OpencvDarknetRuntime, RefusesWhatDarknetCannotExpress) {
+  REQUIRE_RUNTIME("opencv-darknet");
+  const ir::Model m = zoo::build("lstm", zoo::input_spec(data()));
+  const Capability c = make_runtime("opencv-darknet")->supports(m);
+  EXPECT_FALSE(c.ok);
+  EXPECT_NE(c.why.find("lstm"), std::string::npos) << c.why;
+}
