@@ -172,20 +172,29 @@ TEST(DlibAdapter, SaysNoWithReasonsForWhatItCannotBuild) {
   const Capability gru = fw->supports(zoo::build("gru", {{40}, DType::I64, 2, 102}));
   EXPECT_FALSE(gru.ok);
   EXPECT_EQ(gru.why, "dlib has no recurrent layer (GRU)");
-  const Capability cifar = fw->supports(zoo::build("lenet5", {{3, 32, 32}, DType::F32, 10, 0}));
-  EXPECT_FALSE(cifar.ok);
-  EXPECT_NE(cifar.why.find("compile-time types"), std::string::npos) << cifar.why;
-  EXPECT_NE(cifar.why.find("[3,32,32]"), std::string::npos) << cifar.why;
-  EXPECT_FALSE(fw->supports(zoo::build("resnet20", kMnistLike)).ok);
+  // Every dlib layer sizes itself from its input, so the zoo's LeNets, ResNet-20 and VGG-16 are
+  // types for any image shape and class count.
+  EXPECT_TRUE(fw->supports(zoo::build("lenet5", {{3, 32, 32}, DType::F32, 10, 0})).ok);
+  EXPECT_TRUE(fw->supports(zoo::build("resnet20", kMnistLike)).ok);
+  EXPECT_TRUE(fw->supports(zoo::build("vgg16", {{3, 32, 32}, DType::F32, 100, 0})).ok);
   EXPECT_TRUE(fw->supports(zoo::build("lenet1", kMnistLike)).ok);
   EXPECT_TRUE(fw->supports(zoo::build("lenet5", kMnistLike)).ok);
+  // An edited zoo model (an imported one, say) is not what the type computes.
+  ir::Model edited = zoo::build("resnet20", kMnistLike);
+  edited.layers[0].pad[0] = edited.layers[0].pad[1] = 0;
+  const Capability ed = fw->supports(edited);
+  EXPECT_FALSE(ed.ok);
+  EXPECT_NE(ed.why.find("compile-time types"), std::string::npos) << ed.why;
+  EXPECT_NE(ed.why.find("differs from the zoo's"), std::string::npos) << ed.why;
+  ir::Model other = zoo::build("lenet1", kMnistLike);
+  other.name = "mynet";
+  EXPECT_NE(fw->supports(other).why.find("mynet is not among them"), std::string::npos);
 
   // A model it cannot build is refused with the reason, not thrown.
   Status st;
-  const ir::Model m = zoo::build("lenet5", {{3, 32, 32}, DType::F32, 10, 0});
-  EXPECT_EQ(fw->trainer(m, init_weights(m, 1), TrainConfig{}, st), nullptr);
+  EXPECT_EQ(fw->trainer(edited, init_weights(edited, 1), TrainConfig{}, st), nullptr);
   EXPECT_EQ(st.code(), Status::Code::Unsupported);
-  EXPECT_EQ(st.message(), cifar.why);
+  EXPECT_EQ(st.message(), ed.why);
 }
 
 TEST(DlibAdapter, BadInputsBecomeStatusesNotExceptions) {
