@@ -6,6 +6,11 @@
 #include <chrono>
 #include <cstdio>
 #include <string>
+#include <vector>
+
+#ifdef CROSSDL_HAVE_ARMNN
+#include <armnn/ArmNN.hpp>
+#endif
 
 #include "crossdl/runtime.h"
 #include "crossdl/zoo.h"
@@ -77,5 +82,43 @@ TEST(ArmnnRuntime, KeepsStdoutCleanAndRecordsItsSpeed) {
   std::fprintf(stderr, "[ armnn ] lenet5: load %.1f ms, %.2f ms per image (CpuRef, 1 thread)\n",
                load_ms, per_image_ms);
 }
+
+#ifdef CROSSDL_HAVE_ARMNN
+// Optimizes a network of one FullyConnected layer with a bias for CpuRef; true when it gets a
+// network back.
+bool optimize_one_dense(bool reduce_to_bf16) {
+  using namespace armnn;
+  INetworkPtr net = INetwork::Create();
+  const std::vector<float> w(3 * 4, 0.5f), b(3, 0.1f);
+  FullyConnectedDescriptor d;
+  d.m_BiasEnabled = true;
+  d.m_TransposeWeightMatrix = true;  // weights [out, in]
+  const ConstTensor weights(TensorInfo({3, 4}, DataType::Float32), w.data());
+  const ConstTensor bias(TensorInfo({3}, DataType::Float32), b.data());
+  IConnectableLayer* in = net->AddInputLayer(0);
+  IConnectableLayer* fc =
+      net->AddFullyConnectedLayer(d, weights, Optional<ConstTensor>(bias), "fc");
+  IConnectableLayer* out = net->AddOutputLayer(0);
+  in->GetOutputSlot(0).Connect(fc->GetInputSlot(0));
+  fc->GetOutputSlot(0).Connect(out->GetInputSlot(0));
+  in->GetOutputSlot(0).SetTensorInfo(TensorInfo({1, 4}, DataType::Float32));
+  fc->GetOutputSlot(0).SetTensorInfo(TensorInfo({1, 3}, DataType::Float32));
+  IRuntimePtr rt = IRuntime::Create(IRuntime::CreationOptions());
+  OptimizerOptions oo;
+  oo.m_ReduceFp32ToBf16 = reduce_to_bf16;
+  return static_cast<bool>(Optimize(*net, {Compute::CpuRef}, rt->GetDeviceSpec(), oo));
+}
+
+// FINDING (Arm NN 20.08, Debian 20.08-12): OptimizerOptions::m_ReduceFp32ToBf16 on the CpuRef
+// backend aborts the process (a failed assert in GetBiasTypeFromWeightsType) for any network with
+// a biased FullyConnected or Conv2d, i.e. every crossdl model; fp32 and m_ReduceFp32ToFp16 work.
+// This test passes while the defect is there.
+TEST(ArmnnFinding, Bf16ReductionAbortsOnADenseLayerWithBias) {
+  REQUIRE_ARMNN();
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_TRUE(optimize_one_dense(false));
+  EXPECT_DEATH(optimize_one_dense(true), "GetBiasTypeFromWeightsType");
+}
+#endif
 
 }  // namespace
