@@ -110,9 +110,9 @@ bool optimize_one_dense(bool reduce_to_bf16) {
 }
 
 // FINDING (Arm NN 20.08, Debian 20.08-12): OptimizerOptions::m_ReduceFp32ToBf16 on the CpuRef
-// backend aborts the process (a failed assert in GetBiasTypeFromWeightsType) for any network with
-// a biased FullyConnected or Conv2d, i.e. every crossdl model; fp32 and m_ReduceFp32ToFp16 work.
-// This test passes while the defect is there.
+// backend aborts the process (a failed assert in GetBiasTypeFromWeightsType) on a network of one
+// biased FullyConnected layer; crossdl's LeNet-1/5, ResNet-20 and LSTM files abort the same way.
+// fp32 and m_ReduceFp32ToFp16 work. This test passes while the defect is there.
 TEST(ArmnnFinding, Bf16ReductionAbortsOnADenseLayerWithBias) {
   REQUIRE_ARMNN();
   GTEST_FLAG_SET(death_test_style, "threadsafe");
