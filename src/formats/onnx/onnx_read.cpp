@@ -12,10 +12,12 @@
 
 #include <algorithm>
 #include <bit>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -36,14 +38,17 @@ static_assert(std::endian::native == std::endian::little,
 
 constexpr std::string_view kSupported =
     "Conv, Gemm, MatMul(+Add), Relu, Tanh, Sigmoid, MaxPool, AveragePool, GlobalAveragePool, "
-    "BatchNormalization, Add, Flatten, Reshape, Softmax, Gather, Transpose, LSTM, GRU, Squeeze, "
-    "Identity, Constant";
+    "BatchNormalization, Add, Flatten, Reshape, Softmax, LSTM, GRU, and as helpers of those "
+    "Gather (embedding), Transpose, Squeeze, Identity, Dropout, Constant, Pad (of zeros), and "
+    "Shape/Gather/Unsqueeze/Concat/Expand sizing a zero initial state";
 
 enum class Form {
   Plain,      // batch-major, as the IR sees it
   TimeMajor,  // [T,N,F]
   ImageT,     // [H,N,C,W]: an image after ImageToSequence's transpose, before its reshape
   RnnState,   // [1,N,H]: an RNN's Y_h before the squeeze
+  ShapeCalc,  // an int64 tensor computed from shapes (Shape, Gather, Unsqueeze, Concat): exporters
+              // use it only to size zero initial states, so its value is never needed
 };
 
 struct Val {
@@ -96,7 +101,10 @@ class Reader {
   std::map<std::string, Val> vals_;
   std::map<std::string, std::size_t> layer_index_;
   std::vector<PendingWeight> weights_;
-  std::set<std::string> matmul_dense_;  // Dense layers from a MatMul still waiting for a bias
+  std::set<std::string> matmul_dense_;   // Dense layers from a MatMul still waiting for a bias
+  std::deque<onnx::TensorProto> owned_;  // Constant nodes in their value_* forms
+  std::int64_t input_batch_ = 0;         // the input's batch size when it is fixed, else 0
+  std::set<std::string> zeros_;          // Expand of an all-zero constant: a zero tensor
 
   [[noreturn]] void fail(const std::string& what) const { throw InputError(path_ + ": " + what); }
   [[noreturn]] void fail(const onnx::NodeProto& n, const std::string& what) const {
@@ -215,11 +223,13 @@ class Reader {
                     "') is used, which is not supported");
   }
 
-  // kernel, stride, symmetric pads of a 2-D window.
-  void window(const onnx::NodeProto& n, ir::Layer& l, const Shape* weight_shape) {
+  // kernel, stride, symmetric pads of a 2-D window over an input of per-example shape `in` [C,H,W].
+  void window(const onnx::NodeProto& n, ir::Layer& l, const Shape* weight_shape, const Shape& in) {
     const auto* ap = attr(n, "auto_pad");
-    if (ap && !ap->s().empty() && ap->s() != "NOTSET")
-      fail(n, "auto_pad=" + ap->s() + " is not supported; use explicit pads");
+    const std::string auto_pad = ap ? ap->s() : "NOTSET";
+    if (auto_pad != "NOTSET" && auto_pad != "VALID" && auto_pad != "SAME_UPPER" &&
+        auto_pad != "SAME_LOWER")
+      fail(n, "auto_pad=" + auto_pad + " is not known");
     for (std::int64_t d : attr_ints(n, "dilations"))
       if (d != 1) fail(n, "dilations other than 1 are not supported");
     std::vector<std::int64_t> k = attr_ints(n, "kernel_shape");
@@ -229,9 +239,27 @@ class Reader {
     std::vector<std::int64_t> s = attr_ints(n, "strides");
     if (s.empty()) s = {1, 1};
     std::vector<std::int64_t> p = attr_ints(n, "pads");
-    if (p.empty()) p = {0, 0, 0, 0};
+    if (p.empty() || auto_pad != "NOTSET") p = {0, 0, 0, 0};
     if (s.size() != 2 || p.size() != 4) fail(n, "strides/pads do not match a 2-D window");
-    if (p[0] != p[2] || p[1] != p[3]) fail(n, "asymmetric padding is not supported");
+    if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+      // The padding that keeps ceil(in/stride) outputs; the IR has one pad per axis for both
+      // sides, so an odd total (where SAME_UPPER and SAME_LOWER differ) cannot be expressed.
+      for (std::size_t i = 0; i < 2; ++i) {
+        if (s[i] <= 0) fail(n, "strides must be positive");
+        const std::int64_t size = in.at(i + 1);
+        const std::int64_t out = (size + s[i] - 1) / s[i];
+        const std::int64_t total = std::max<std::int64_t>((out - 1) * s[i] + k[i] - size, 0);
+        if (total % 2 != 0)
+          fail(n, "auto_pad=" + auto_pad + " needs asymmetric padding here (" +
+                      std::to_string(total) + " on axis " + std::to_string(i + 2) +
+                      "), which crossdl's IR cannot express");
+        p[i] = p[i + 2] = total / 2;
+      }
+    }
+    if (p[0] != p[2] || p[1] != p[3])
+      fail(n, "asymmetric padding " + shape_str(p) +
+                  " is not supported (the IR pads both sides "
+                  "of an axis alike)");
     for (int i = 0; i < 2; ++i) {
       l.kernel[i] = k[static_cast<std::size_t>(i)];
       l.stride[i] = s[static_cast<std::size_t>(i)];
@@ -242,11 +270,148 @@ class Reader {
   // ---- layers
   // ------------------------------------------------------------------------------------
 
+  // The node's name, or its output's when it has none, made usable as an IR layer name: exporters
+  // write names like "/conv1/Conv" or "Conv_0" and may repeat them; crossdl's own names
+  // ("stage2.block0.conv1") pass unchanged.
   std::string layer_name(const onnx::NodeProto& n) const {
-    std::string name = n.name().empty() ? n.output(0) : n.name();
-    if (name == "input") fail(n, "a layer cannot be named 'input'");
-    if (layer_index_.count(name) != 0) fail(n, "a second layer named '" + name + "'");
-    return name;
+    std::string raw = n.name();
+    if (raw.empty())
+      for (const std::string& o : n.output())
+        if (!o.empty()) {
+          raw = o;
+          break;
+        }
+    std::string name;
+    for (char c : raw) {
+      const bool keep = std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '.';
+      if (keep)
+        name += c;
+      else if (!name.empty() && name.back() != '_')
+        name += '_';
+    }
+    while (!name.empty() && (name.back() == '_' || name.back() == '.')) name.pop_back();
+    while (!name.empty() && name.front() == '.') name.erase(0, 1);
+    if (name.empty()) {
+      name = n.op_type();
+      std::transform(name.begin(), name.end(), name.begin(),
+                     [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    }
+    if (name == "input") name = "input_layer";
+    if (layer_index_.count(name) == 0) return name;
+    for (int k = 2;; ++k) {
+      const std::string candidate = name + "_" + std::to_string(k);
+      if (layer_index_.count(candidate) == 0) return candidate;
+    }
+  }
+
+  // The per-example shape (no batch axis) of a plain value, from the layers read so far.
+  Shape shape_of(const onnx::NodeProto& n, const Val& v) const {
+    if (v.ir == "input") return m_.input_shape;
+    try {
+      const std::vector<Shape> shapes = ir::infer_shapes(m_);
+      return shapes.at(layer_index_.at(v.ir));
+    } catch (const InputError& e) {
+      fail(n, std::string("the layers before it are inconsistent: ") + e.what());
+    }
+  }
+
+  // Constant in any of its forms; the scalar and list forms become owned tensors.
+  void constant_node(const onnx::NodeProto& n) {
+    if (n.attribute_size() != 1) fail(n, "needs exactly one value attribute");
+    const onnx::AttributeProto& a = n.attribute(0);
+    if (a.name() == "value") {
+      consts_[n.output(0)] = &a.t();
+      return;
+    }
+    onnx::TensorProto t;
+    t.set_name(n.output(0));
+    if (a.name() == "value_float" || a.name() == "value_floats") {
+      t.set_data_type(onnx::TensorProto::FLOAT);
+      if (a.name() == "value_float") {
+        t.add_float_data(a.f());
+      } else {
+        t.add_dims(a.floats_size());
+        for (float f : a.floats()) t.add_float_data(f);
+      }
+    } else if (a.name() == "value_int" || a.name() == "value_ints") {
+      t.set_data_type(onnx::TensorProto::INT64);
+      if (a.name() == "value_int") {
+        t.add_int64_data(a.i());
+      } else {
+        t.add_dims(a.ints_size());
+        for (std::int64_t i : a.ints()) t.add_int64_data(i);
+      }
+    } else {
+      fail(n, "the " + a.name() + " form of Constant is not supported");
+    }
+    owned_.push_back(std::move(t));
+    consts_[n.output(0)] = &owned_.back();
+  }
+
+  bool is_shape_calc(const onnx::NodeProto& n, int i) const {
+    const auto it = vals_.find(n.input(i));
+    return has_input(n, i) && it != vals_.end() && it->second.form == Form::ShapeCalc;
+  }
+  bool all_zero(const onnx::NodeProto& n, int i, const char* role) const {
+    if (zeros_.count(n.input(i)) != 0) return true;
+    if (consts_.count(n.input(i)) == 0) return false;
+    const Tensor t = to_float(n, constant(n, i, role), Layout::Any);
+    return std::all_of(t.values<float>().begin(), t.values<float>().end(),
+                       [](float v) { return v == 0.0f; });
+  }
+
+  // Unsqueeze/Concat of shape values and int64 constants.
+  void shape_calc(const onnx::NodeProto& n) {
+    bool any = false;
+    for (int i = 0; i < n.input_size(); ++i) {
+      if (is_shape_calc(n, i)) {
+        any = true;
+      } else if (!has_input(n, i) || consts_.count(n.input(i)) == 0 ||
+                 consts_.at(n.input(i))->data_type() != onnx::TensorProto::INT64) {
+        any = false;
+        break;
+      }
+    }
+    if (!any)
+      fail(n, "is only supported on shape values (sizing a zero initial state of an LSTM/GRU)");
+    alias(n.output(0), {"", Form::ShapeCalc, 1});
+  }
+
+  // Expand of an all-zero constant: the zero initial state of a recurrent layer.
+  void expand(const onnx::NodeProto& n) {
+    if (consts_.count(n.input(0)) == 0 || !all_zero(n, 0, "data"))
+      fail(n, "is only supported on an all-zero constant (a zero initial state of an LSTM/GRU)");
+    if (!is_shape_calc(n, 1) && consts_.count(n.input(1)) == 0)
+      fail(n, "its shape must be a constant or computed from shapes");
+    zeros_.insert(n.output(0));
+  }
+
+  // A Pad that adds nothing (PyTorch writes one before an AvgPool2d with count_include_pad).
+  void pad(const onnx::NodeProto& n) {
+    std::vector<std::int64_t> pads =
+        opset_ >= 11 && has_input(n, 1) ? to_ints(n, constant(n, 1, "pads")) : attr_ints(n, "pads");
+    if (std::any_of(pads.begin(), pads.end(), [](std::int64_t p) { return p != 0; }))
+      fail(n, "only a Pad of nothing (all pads 0) is supported, got " + shape_str(pads) +
+                  "; the IR pads only inside Conv and pooling layers");
+    alias(n.output(0), value(n, 0));
+  }
+
+  // Inference-time Dropout passes its input through; its mask is not available.
+  void dropout(const onnx::NodeProto& n) {
+    require_only_output(n);
+    if (has_input(n, 2)) {
+      const auto it = consts_.find(n.input(2));
+      bool training = true;
+      if (it != consts_.end() && it->second->data_type() == onnx::TensorProto::BOOL) {
+        const onnx::TensorProto& t = *it->second;
+        training = t.has_raw_data() ? (!t.raw_data().empty() && t.raw_data()[0] != 0)
+                                    : (t.int32_data_size() > 0 && t.int32_data(0) != 0);
+      }
+      if (training) fail(n, "training_mode must be a constant false (inference)");
+    }
+    if (attr_i(n, "is_test", 1) == 0 && opset_ < 7)
+      fail(n, "is_test=0 (training) is not supported");
+    alias(n.output(0), value(n, 0));
   }
 
   // Adds a layer whose output is the node's first output.
@@ -291,24 +456,28 @@ class Reader {
              " must be a fixed size (only the batch may vary)");
       m_.input_shape.push_back(dims[i].dim_value());
     }
+    if (dims[0].has_dim_value()) input_batch_ = dims[0].dim_value();
     alias(in->name(), {"input", Form::Plain, dims.size()});
   }
 
   void node(const onnx::NodeProto& n) {
     const std::string& op = n.op_type();
     if (!n.domain().empty() && n.domain() != "ai.onnx")
-      fail(n, "operator " + n.domain() + ":" + op +
-                  " is not supported; supported: " + std::string(kSupported));
+      fail(n, "operator '" + n.domain() + ":" + op + "' is not in crossdl's supported set (" +
+                  std::string(kSupported) + ")");
     // Recurrent nodes may leave their first output (the full sequence Y) unnamed.
     const bool rnn = op == "LSTM" || op == "GRU";
     if (n.output_size() == 0 || (n.output(0).empty() && !rnn)) fail(n, "has no output");
 
     if (op == "Constant") {
-      const auto* v = attr(n, "value");
-      if (!v) fail(n, "only the 'value' form of Constant is supported");
-      consts_[n.output(0)] = &v->t();
+      constant_node(n);
     } else if (op == "Identity") {
-      alias(n.output(0), value(n, 0));
+      if (consts_.count(n.input(0)) != 0)
+        consts_[n.output(0)] = consts_.at(n.input(0));
+      else
+        alias(n.output(0), value(n, 0));
+    } else if (op == "Dropout") {
+      dropout(n);
     } else if (op == "Conv") {
       conv(n);
     } else if (op == "Gemm") {
@@ -334,7 +503,10 @@ class Reader {
       add(n);
     } else if (op == "Flatten") {
       const Val& x = plain(n, 0);
-      require_attr(n, "axis", 1);
+      const std::int64_t axis = attr_i(n, "axis", 1);
+      if (axis != 1 && axis + x.rank != 1)
+        fail(n, "only axis=1 (keep the batch, flatten the rest) is supported, got axis=" +
+                    std::to_string(axis));
       layer(n, ir::Op::Flatten, {x.ir}, 2);
     } else if (op == "Reshape") {
       reshape(n);
@@ -347,14 +519,26 @@ class Reader {
         fail(n, "only a softmax over the last axis is supported");
       if (opset_ < 13 && x.rank != 2) fail(n, "before opset 13 only 2-D softmax is supported");
       layer(n, ir::Op::Softmax, {x.ir}, x.rank);
+    } else if (op == "Gather" && is_shape_calc(n, 0)) {
+      alias(n.output(0), {"", Form::ShapeCalc, 1});
     } else if (op == "Gather") {
       gather(n);
+    } else if (op == "Shape") {
+      value(n, 0);
+      alias(n.output(0), {"", Form::ShapeCalc, 1});
+    } else if (op == "Unsqueeze" || op == "Concat") {
+      shape_calc(n);
+    } else if (op == "Expand") {
+      expand(n);
+    } else if (op == "Pad") {
+      pad(n);
     } else if (op == "LSTM" || op == "GRU") {
       recurrent(n, op == "LSTM");
     } else if (op == "Squeeze") {
       squeeze(n);
     } else {
-      fail(n, "operator " + op + " is not supported; supported: " + std::string(kSupported));
+      fail(n, "operator '" + op + "' is not in crossdl's supported set (" +
+                  std::string(kSupported) + ")");
     }
   }
 
@@ -365,9 +549,17 @@ class Reader {
     const onnx::TensorProto& w = constant(n, 1, "weight");
     const Shape ws = dims(w);
     if (ws.size() != 4) fail(n, "the weight must be [O,I,kh,kw]");
+    const Shape in = shape_of(n, x);
+    if (ws[1] != in.at(0))
+      fail(n, "the weight " + shape_str(ws) + " expects " + std::to_string(ws[1]) +
+                  " input channels, the input has " + std::to_string(in.at(0)));
+    ir::Layer probe;
+    window(n, probe, &ws, in);
     ir::Layer& l = layer(n, ir::Op::Conv2d, {x.ir}, 4);
     l.out = ws[0];
-    window(n, l, &ws);
+    std::copy(probe.kernel, probe.kernel + 2, l.kernel);
+    std::copy(probe.stride, probe.stride + 2, l.stride);
+    std::copy(probe.pad, probe.pad + 2, l.pad);
     if (l.kernel[0] != ws[2] || l.kernel[1] != ws[3])
       fail(n, "kernel_shape does not match the weight " + shape_str(ws));
     l.bias = has_input(n, 2);
@@ -392,12 +584,21 @@ class Reader {
     l.bias = has_input(n, 2);
     const std::string name = l.name;
     weight(n, 1, name + ".weight", std::move(w));
-    if (l.bias) {
-      Tensor b = to_float(n, constant(n, 2, "bias"), Layout::Any);
-      if (b.shape() != Shape{l.out})
-        fail(n, "only a bias of shape [" + std::to_string(l.out) + "] is supported");
-      weight(n, 2, name + ".bias", std::move(b));
+    if (l.bias) weight(n, 2, name + ".bias", bias_vector(n, 2, l.out));
+  }
+
+  // A bias broadcast along the batch: [K], [1,K], or one value for all K (made a [K] vector).
+  Tensor bias_vector(const onnx::NodeProto& n, int input, std::int64_t k) const {
+    Tensor b = to_float(n, constant(n, input, "bias"), Layout::Any);
+    if (b.numel() == k && (b.rank() == 1 || (b.rank() == 2 && b.dim(0) == 1)))
+      return b.rank() == 1 ? b : b.reshaped({k});
+    if (b.numel() == 1) {
+      Tensor full(DType::F32, {k});
+      std::fill(full.values<float>().begin(), full.values<float>().end(), b.values<float>()[0]);
+      return full;
     }
+    fail(n, "the bias " + shape_str(b.shape()) + " must be [" + std::to_string(k) + "], [1," +
+                std::to_string(k) + "] or a single value (a per-example bias is not supported)");
   }
 
   static Tensor transposed(const Tensor& w) {
@@ -424,17 +625,28 @@ class Reader {
   }
 
   void add(const onnx::NodeProto& n) {
-    // MatMul + Add of a constant vector is a dense layer with a bias.
+    // A constant added to a bias-less Dense (MatMul + Add) or Conv is that layer's bias.
     for (int c = 0; c < 2; ++c) {
       if (n.input_size() != 2 || consts_.count(n.input(c)) == 0) continue;
-      const Val& x = value(n, 1 - c);
-      if (matmul_dense_.count(x.ir) == 0 || uses_[n.input(1 - c)] != 1) break;
-      ir::Layer& l = m_.layers[layer_index_.at(x.ir)];
+      if (consts_.count(n.input(1 - c)) != 0) fail(n, "adds two constants");
+      const Val& x = plain(n, 1 - c);
+      const std::string why =
+          "adds a constant " + shape_str(dims(*consts_.at(n.input(c)))) +
+          "; only a per-channel bias right after a Conv, Gemm or MatMul without one can be folded";
+      const auto li = layer_index_.find(x.ir);
+      if (li == layer_index_.end() || uses_[n.input(1 - c)] != 1) fail(n, why);
+      ir::Layer& l = m_.layers[li->second];
+      if (l.bias || (l.op != ir::Op::Dense && l.op != ir::Op::Conv2d)) fail(n, why);
       Tensor b = to_float(n, constant(n, c, "bias"), Layout::Any);
-      if (b.shape() != Shape{l.out}) break;
+      Shape s = b.shape();
+      while (s.size() > 1 && s.front() == 1) s.erase(s.begin());
+      // Broadcasting aligns trailing axes: a Conv's per-channel bias is [O,1,1] ([O] would run
+      // along W), a Dense's is [K].
+      const bool fits = l.op == ir::Op::Dense ? s == Shape{l.out} : s == Shape{l.out, 1, 1};
+      if (!fits) fail(n, why);
       l.bias = true;
       matmul_dense_.erase(x.ir);
-      weight(n, c, l.name + ".bias", std::move(b));
+      weight(n, c, l.name + ".bias", b.reshaped({l.out}));
       alias(n.output(0), x);
       return;
     }
@@ -447,13 +659,23 @@ class Reader {
   void pool(const onnx::NodeProto& n, bool max) {
     const Val& x = plain(n, 0);
     if (x.rank != 4) fail(n, "only 2-D pooling on [N,C,H,W] is supported");
-    require_attr(n, "ceil_mode", 0);
-    if (max) require_attr(n, "storage_order", 0);
-    require_only_output(n);
+    require_only_output(n);  // storage_order only concerns the Indices output
+    const Shape in = shape_of(n, x);
     ir::Layer l;
-    window(n, l, nullptr);
+    window(n, l, nullptr, in);
+    if (attr_i(n, "ceil_mode", 0) != 0) {
+      // Ceil mode only differs when the last window would start past the end in floor mode.
+      for (int i = 0; i < 2; ++i)
+        if ((in.at(static_cast<std::size_t>(i) + 1) + 2 * l.pad[i] - l.kernel[i]) % l.stride[i] !=
+            0)
+          fail(n,
+               "ceil_mode=1 gives another output size than floor mode here; the IR's pooling "
+               "is floor mode only");
+    }
     if (!max && attr_i(n, "count_include_pad", 0) != 0 && (l.pad[0] != 0 || l.pad[1] != 0))
-      fail(n, "count_include_pad=1 with padding is not supported");
+      fail(n,
+           "count_include_pad=1 with padding is not supported (the IR's AvgPool2d does not "
+           "count padded cells)");
     ir::Layer& out = layer(n, max ? ir::Op::MaxPool2d : ir::Op::AvgPool2d, {x.ir}, 4);
     std::copy(l.kernel, l.kernel + 2, out.kernel);
     std::copy(l.stride, l.stride + 2, out.stride);
@@ -486,15 +708,29 @@ class Reader {
     const std::vector<std::int64_t> shape = to_ints(n, constant(n, 1, "shape"));
     if (x.form == Form::ImageT && shape == std::vector<std::int64_t>{0, 0, -1}) {
       layer(n, ir::Op::ImageToSequence, {x.ir}, 3, Form::TimeMajor);
-    } else if (x.form == Form::Plain && shape == std::vector<std::int64_t>{0, -1}) {
+    } else if (x.form == Form::Plain && flattens(n, x, shape)) {
       layer(n, ir::Op::Flatten, {x.ir}, 2);
     } else {
       fail(n,
-           "only Reshape to [0,-1] (flatten) or, after Transpose 2,0,1,3, to [0,0,-1] "
-           "(image rows to a sequence) is supported, got " +
+           "only Reshape to [0,-1], [N,-1], [-1,F] (flatten, keeping the batch) or, after "
+           "Transpose 2,0,1,3, to [0,0,-1] (image rows to a sequence) is supported, got " +
                shape_str(shape));
     }
   }
+
+  // Whether a Reshape to `shape` keeps the batch axis and flattens the rest: [0,-1]; [B,-1] with
+  // B the graph's fixed batch (or 1, as batch-1 exports write it); [-1,F] or [0,F] with F all the
+  // per-example elements.
+  bool flattens(const onnx::NodeProto& n, const Val& x, const std::vector<std::int64_t>& shape) {
+    if (shape.size() != 2 || opset_allowzero(n)) return false;
+    const std::int64_t features = shape_numel(shape_of(n, x));
+    if (shape[1] == -1)
+      return shape[0] == 0 || (shape[0] == 1 && input_batch_ <= 1) ||
+             (shape[0] > 0 && shape[0] == input_batch_);
+    return (shape[0] == -1 || shape[0] == 0) && shape[1] == features;
+  }
+  // allowzero=1 makes a 0 in the shape literal, not "copy this axis".
+  bool opset_allowzero(const onnx::NodeProto& n) const { return attr_i(n, "allowzero", 0) != 0; }
 
   void transpose(const onnx::NodeProto& n) {
     const Val& x = value(n, 0);
@@ -529,9 +765,18 @@ class Reader {
     const Val& x = value(n, 0);
     if (x.form != Form::TimeMajor || x.rank != 3)
       fail(n, "expects a time-major sequence [T,N,F] from ImageToSequence or a Transpose 1,0,2");
-    for (int i = 4; i < n.input_size(); ++i)
-      if (!n.input(i).empty())
-        fail(n, "sequence lengths, initial states and peepholes are not supported");
+    if (has_input(n, 4)) fail(n, "sequence lengths are not supported");
+    // Exporters (PyTorch among them) pass zero initial states and peepholes explicitly.
+    for (int i = 5; i < n.input_size(); ++i) {
+      if (!has_input(n, i)) continue;
+      const char* role = i == 5 ? "initial_h" : i == 6 ? "initial_c" : "P";
+      if (consts_.count(n.input(i)) == 0 && zeros_.count(n.input(i)) == 0)
+        fail(n, std::string(role) + " must be a constant (all zeros)");
+      if (!all_zero(n, i, role))
+        fail(n, std::string("a non-zero ") + role +
+                    " is not supported (the IR's recurrent layers start from zero states and "
+                    "have no peepholes)");
+    }
     const auto* dir = attr(n, "direction");
     if (dir && dir->s() != "forward") fail(n, "only forward direction is supported");
     require_attr(n, "layout", 0);
