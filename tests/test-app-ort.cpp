@@ -28,12 +28,12 @@ using test::max_abs_diff;
 
 namespace {
 
-#define REQUIRE_ORT()                                                            \
-  do {                                                                           \
-    std::string why_;                                                            \
-    if (!test::runtime_built("ort", &why_)) GTEST_SKIP() << why_;                \
+#define REQUIRE_ORT()                                                              \
+  do {                                                                             \
+    std::string why_;                                                              \
+    if (!test::runtime_built("ort", &why_)) GTEST_SKIP() << why_;                  \
     if (find_backend("ort")->probe(why_).empty()) GTEST_SKIP() << "ort: " << why_; \
-    if (!test::adapter_built("torch", &why_)) GTEST_SKIP() << why_;              \
+    if (!test::adapter_built("torch", &why_)) GTEST_SKIP() << why_;                \
   } while (0)
 
 const Dataset& data() {
@@ -41,7 +41,9 @@ const Dataset& data() {
   return ds;
 }
 
-Tensor images(std::int64_t n) { return make_batch(data(), data().test, first_n(n)); }
+Tensor images(std::int64_t n) {
+  return make_batch(data(), data().test, first_n(n));
+}
 
 std::vector<std::int64_t> argmax_rows(const Tensor& logits) {
   std::vector<std::int64_t> out;
@@ -50,7 +52,8 @@ std::vector<std::int64_t> argmax_rows(const Tensor& logits) {
   for (std::int64_t r = 0; r < logits.dim(0); ++r) {
     std::int64_t best = 0;
     for (std::int64_t j = 1; j < c; ++j)
-      if (v[static_cast<std::size_t>(r * c + j)] > v[static_cast<std::size_t>(r * c + best)]) best = j;
+      if (v[static_cast<std::size_t>(r * c + j)] > v[static_cast<std::size_t>(r * c + best)])
+        best = j;
     out.push_back(best);
   }
   return out;
@@ -78,7 +81,8 @@ std::unique_ptr<Runner> load_ort(const ir::Model& m, const WeightSet& w, const s
   const auto t0 = std::chrono::steady_clock::now();
   auto r = rt->load(a, m, RunOptions{}, st);
   if (load_ms)
-    *load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    *load_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_TRUE(st.is_ok()) << st.message();
   return r;
 }
@@ -165,7 +169,8 @@ TEST(OnnxLayerOutputs, EveryLayerIsAGraphOutputAfterTheLogits) {
         EXPECT_EQ(o_i.name(), m.layers[i].name);
         const auto& dims = o_i.type().tensor_type().shape().dim();
         ASSERT_EQ(static_cast<std::size_t>(dims.size()), shapes[i].size() + 1);
-        // ImageToSequence stays time-major [T,batch,F] in the graph; everything else is [batch,...].
+        // ImageToSequence stays time-major [T,batch,F] in the graph; everything else is
+        // [batch,...].
         const int batch_axis = m.layers[i].op == ir::Op::ImageToSequence ? 1 : 0;
         EXPECT_EQ(dims[batch_axis].dim_param(), "batch");
       }
@@ -326,7 +331,8 @@ TEST(OrtRuntime, CorruptOrTruncatedArtefactIsBadInput) {
   const ir::Model m = zoo::build("lenet5", zoo::input_spec(data()));
   auto rt = make_runtime("ort");
   Artefact a;
-  ASSERT_TRUE(rt->export_model(m, init_weights(m, 1), test::scratch_dir("ort-corrupt"), {}, a).is_ok());
+  ASSERT_TRUE(
+      rt->export_model(m, init_weights(m, 1), test::scratch_dir("ort-corrupt"), {}, a).is_ok());
   auto bytes = test::read_bytes(a.files[0]);
   const std::size_t before = child_count();
 
@@ -407,8 +413,7 @@ TEST(OrtRuntime, DyingOrConfusedHelperGivesClearErrors) {
       {"exit", "process.stderr.write('boom\\n'); process.exit(3);", "exited with status 3"},
       {"wrong-id", "say({ id: 999, outputs: {} });", "does not answer request"},
       {"not-json", "process.stdout.write('hello there\\n');", "not JSON"},
-      {"bad-data",
-       "say({ outputs: { logits: { dtype: 'f32', shape: [2, 10], data: 'AAAA' } } });",
+      {"bad-data", "say({ outputs: { logits: { dtype: 'f32', shape: [2, 10], data: 'AAAA' } } });",
        "3 bytes for shape [2,10]"},
   };
   for (const Case& c : cases) {

@@ -125,8 +125,8 @@ class OpencvRunner : public Runner {
     const std::int64_t T = want[1], F = want[2];
     for (std::int64_t s = 0; s < T; ++s)
       for (std::int64_t n = 0; n < batch; ++n)
-        std::memcpy(&dst[static_cast<std::size_t>((n * T + s) * F)],
-                    src + (s * batch + n) * F, static_cast<std::size_t>(F) * sizeof(float));
+        std::memcpy(&dst[static_cast<std::size_t>((n * T + s) * F)], src + (s * batch + n) * F,
+                    static_cast<std::size_t>(F) * sizeof(float));
     return Status::ok();
   }
 };
@@ -147,10 +147,11 @@ Capability onnx_capability(const ir::Model& m) {
           " (LSTM): OpenCV 4.6's ONNX importer rejects the opset-13 Squeeze that takes the last "
           "state (axes as an input): parseSqueeze asserts node_proto.input_size() == 1");
     if (l.op == ir::Op::GRU)
-      return Capability::no("layer " + l.name +
-                            " (GRU): OpenCV 4.6's ONNX importer requires all 6 GRU inputs: parseGRU "
-                            "asserts node_proto.input_size() == 6 (sequence_lens and initial_h are "
-                            "optional in ONNX and crossdl leaves them out)");
+      return Capability::no(
+          "layer " + l.name +
+          " (GRU): OpenCV 4.6's ONNX importer requires all 6 GRU inputs: parseGRU "
+          "asserts node_proto.input_size() == 6 (sequence_lens and initial_h are "
+          "optional in ONNX and crossdl leaves them out)");
   }
   return Capability::yes();
 }

@@ -16,8 +16,8 @@ namespace crossdl::opencv_detail {
 
 // Where one IR layer's output is in the OpenCV net.
 struct LayerSource {
-  std::string ir;          // IR layer name
-  std::string cv;          // OpenCV layer whose output 0 it is
+  std::string ir;           // IR layer name
+  std::string cv;           // OpenCV layer whose output 0 it is
   bool time_major = false;  // the tensor is [T,N,F] (ONNX's recurrent order), the IR's [N,T,F]
 };
 

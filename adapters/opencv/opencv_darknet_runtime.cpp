@@ -33,8 +33,8 @@ Status check_weights_file(const std::string& path, const ir::Model& m) {
   in.seekg(0);
   std::int32_t ver[3] = {0, 0, 0};
   if (size < 16 || !in.read(reinterpret_cast<char*>(ver), sizeof ver))
-    return Status::bad_input(input_where(path, 0, "too short for a Darknet weights header (" +
-                                                      std::to_string(size) + " bytes)"));
+    return Status::bad_input(input_where(
+        path, 0, "too short for a Darknet weights header (" + std::to_string(size) + " bytes)"));
   const std::int64_t header = (ver[0] * 10 + ver[1] >= 2) ? 20 : 16;
   std::int64_t floats = 0;
   for (const ir::WeightSpec& s : ir::weight_specs(m)) floats += shape_numel(s.shape);
@@ -53,7 +53,7 @@ Status check_weights_file(const std::string& path, const ir::Model& m) {
 // activation=relu gives conv_0, bn_0, relu_1. So an activation layer numbered n+1 belongs to
 // section n unless section n+1 is itself a standalone [activation].
 std::map<int, std::string> section_outputs(const cv::dnn::Net& net, const DarknetPlan& plan) {
-  static const std::vector<std::string> kActivations = {"ReLU", "TanH", "Sigmoid", "ReLU6",
+  static const std::vector<std::string> kActivations = {"ReLU",  "TanH", "Sigmoid", "ReLU6",
                                                         "Swish", "Mish", "ELU"};
   std::map<int, std::string> out;
   for (const cv::String& name : net.getLayerNames()) {
@@ -65,9 +65,9 @@ std::map<int, std::string> section_outputs(const cv::dnn::Net& net, const Darkne
     const std::string type = net.getLayer(name)->type;
     const bool activation =
         std::find(kActivations.begin(), kActivations.end(), type) != kActivations.end();
-    const bool standalone = section >= 0 && section < static_cast<int>(plan.layers.size()) &&
-                            plan.layers[static_cast<std::size_t>(section)].kind ==
-                                DarknetLayer::Activation;
+    const bool standalone =
+        section >= 0 && section < static_cast<int>(plan.layers.size()) &&
+        plan.layers[static_cast<std::size_t>(section)].kind == DarknetLayer::Activation;
     if (activation && !standalone && section > 0) --section;
     out[section] = name;  // getLayerNames lists layers in creation order
   }
@@ -140,8 +140,9 @@ class OpencvDarknetRuntime : public Runtime {
       return nullptr;
     }
     if (a.format != "darknet" || a.files.size() != 2) {
-      status = Status::bad_input("opencv-darknet: needs a .cfg and a .weights file, got format '" +
-                                 a.format + "' with " + std::to_string(a.files.size()) + " file(s)");
+      status =
+          Status::bad_input("opencv-darknet: needs a .cfg and a .weights file, got format '" +
+                            a.format + "' with " + std::to_string(a.files.size()) + " file(s)");
       return nullptr;
     }
     if (opt.threads < 1) {

@@ -35,9 +35,10 @@ Status check_onnx_file(const std::string& path) {
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   onnx::ModelProto mp;
   if (bytes.empty() || !mp.ParseFromString(bytes))
-    return Status::bad_input(input_where(path, 0, "not a valid ONNX protobuf (" +
-                                                      std::to_string(bytes.size()) +
-                                                      " bytes; truncated or corrupt?)"));
+    return Status::bad_input(input_where(path, 0,
+                                         "not a valid ONNX protobuf (" +
+                                             std::to_string(bytes.size()) +
+                                             " bytes; truncated or corrupt?)"));
   try {
     onnx::checker::check_model(mp);
   } catch (const std::exception& e) {
@@ -97,7 +98,8 @@ class OpencvOnnxRuntime : public Runtime {
       return nullptr;
     }
     if (opt.threads < 1) {
-      status = Status::bad_input("opencv: threads must be >= 1, got " + std::to_string(opt.threads));
+      status =
+          Status::bad_input("opencv: threads must be >= 1, got " + std::to_string(opt.threads));
       return nullptr;
     }
     if (status = check_onnx_file(a.files[0]); !status.is_ok()) return nullptr;
@@ -114,7 +116,9 @@ class OpencvOnnxRuntime : public Runtime {
 
 }  // namespace
 
-std::unique_ptr<Runtime> make_opencv_runtime() { return std::make_unique<OpencvOnnxRuntime>(); }
+std::unique_ptr<Runtime> make_opencv_runtime() {
+  return std::make_unique<OpencvOnnxRuntime>();
+}
 
 std::string probe_opencv(std::string& why) {
   why.clear();

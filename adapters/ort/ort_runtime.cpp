@@ -56,8 +56,9 @@ std::string probe_version(std::string& why) {
     return "";
   }
   if (!reply.contains("protocol") || reply["protocol"] != ort::kProtocolVersion) {
-    why = "the helper speaks protocol " + (reply.contains("protocol") ? reply["protocol"].dump() : "?") +
-          ", crossdl " + std::to_string(ort::kProtocolVersion);
+    why = "the helper speaks protocol " +
+          (reply.contains("protocol") ? reply["protocol"].dump() : "?") + ", crossdl " +
+          std::to_string(ort::kProtocolVersion);
     return "";
   }
   if (!reply.contains("ort_version") || !reply["ort_version"].is_string() ||
@@ -76,9 +77,10 @@ Status check_onnx_file(const std::string& path) {
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   onnx::ModelProto mp;
   if (bytes.empty() || !mp.ParseFromString(bytes))
-    return Status::bad_input(input_where(path, 0, "not a valid ONNX protobuf (" +
-                                                      std::to_string(bytes.size()) +
-                                                      " bytes; truncated or corrupt?)"));
+    return Status::bad_input(input_where(path, 0,
+                                         "not a valid ONNX protobuf (" +
+                                             std::to_string(bytes.size()) +
+                                             " bytes; truncated or corrupt?)"));
   try {
     onnx::checker::check_model(mp);
   } catch (const std::exception& e) {
@@ -99,7 +101,8 @@ Tensor tensor_from_reply(const json& spec, const std::string& name, Status& st) 
   Shape shape;
   if (!spec["shape"].is_array()) return bad("shape is not an array");
   for (const json& d : spec["shape"]) {
-    if (!d.is_number_integer() || d.get<long long>() < 0) return bad("bad shape " + spec["shape"].dump());
+    if (!d.is_number_integer() || d.get<long long>() < 0)
+      return bad("bad shape " + spec["shape"].dump());
     shape.push_back(d.get<std::int64_t>());
   }
   if (!spec["data"].is_string()) return bad("data is not a string");
@@ -135,7 +138,8 @@ Layout activation_layout(std::size_t rank) {
 
 class OrtRunner : public Runner {
  public:
-  OrtRunner(const ir::Model& m, std::unique_ptr<ort::HelperProcess> h, std::vector<std::string> exposed)
+  OrtRunner(const ir::Model& m, std::unique_ptr<ort::HelperProcess> h,
+            std::vector<std::string> exposed)
       : m_(m), helper_(std::move(h)), exposed_(std::move(exposed)), shapes_(ir::infer_shapes(m)) {}
 
   Status infer(const Tensor& x, Tensor& logits) override {
@@ -153,7 +157,8 @@ class OrtRunner : public Runner {
   Status layer_outputs(const Tensor& x, std::vector<LayerOutput>& out) override {
     if (exposed_.empty())
       return Status::unsupported(
-          "ort: the artefact exposes no layer outputs (export it with ExportOptions.layer_outputs)");
+          "ort: the artefact exposes no layer outputs (export it with "
+          "ExportOptions.layer_outputs)");
     std::map<std::string, Tensor> outs;
     if (Status s = run(x, exposed_, outs); !s.is_ok()) return s;
     out.clear();
@@ -229,9 +234,9 @@ class OrtRuntime : public Runtime {
       version_ = probe_version(why);
       if (version_.empty()) version_ = "unavailable: " + why;
     });
-    return {"ort", kLibrary, version_,
-            std::string("cpu (CPU execution provider, graphOptimizationLevel ") + kOptimization +
-                ")"};
+    return {
+        "ort", kLibrary, version_,
+        std::string("cpu (CPU execution provider, graphOptimizationLevel ") + kOptimization + ")"};
   }
 
   Capability supports(const ir::Model& m) const override {
@@ -266,8 +271,9 @@ class OrtRuntime : public Runtime {
     out.dir = dir;
     out.files = {path};
     out.bytes = fs::file_size(path);
-    out.conversions = "none (ONNX initializers keep PyTorch's layouts; LSTM/GRU gates regrouped "
-                      "IFGO->IOFC / RZN->ZRN)";
+    out.conversions =
+        "none (ONNX initializers keep PyTorch's layouts; LSTM/GRU gates regrouped "
+        "IFGO->IOFC / RZN->ZRN)";
     if (opt.layer_outputs) out.conversions += "; every layer output is a graph output";
     return Status::ok();
   }
@@ -297,8 +303,9 @@ class OrtRuntime : public Runtime {
                           ort::reply_timeout());
     if (!status.is_ok()) return nullptr;
     if (reply.value("protocol", -1) != ort::kProtocolVersion) {
-      status = Status::failed("ort: the helper speaks protocol " + reply.value("protocol", json()).dump() +
-                              ", crossdl " + std::to_string(ort::kProtocolVersion));
+      status = Status::failed("ort: the helper speaks protocol " +
+                              reply.value("protocol", json()).dump() + ", crossdl " +
+                              std::to_string(ort::kProtocolVersion));
       return nullptr;
     }
     status = helper->call({{"op", "load"},
@@ -330,8 +337,12 @@ class OrtRuntime : public Runtime {
 
 }  // namespace
 
-std::unique_ptr<Runtime> make_ort_runtime() { return std::make_unique<OrtRuntime>(); }
+std::unique_ptr<Runtime> make_ort_runtime() {
+  return std::make_unique<OrtRuntime>();
+}
 
-std::string probe_ort(std::string& why) { return probe_version(why); }
+std::string probe_ort(std::string& why) {
+  return probe_version(why);
+}
 
 }  // namespace crossdl
