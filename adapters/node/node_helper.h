@@ -1,0 +1,79 @@
+// A long-lived Node child that hosts a JavaScript runtime (onnxruntime-node for `ort`,
+// @tensorflow/tfjs for `tfjs`) and the JSON-lines exchange with it (docs/ort-protocol.md). Shared
+// by the runtimes that have no C/C++ API here; the process handling (pipes, timeouts, no zombies)
+// is kept apart from them so that it can be reasoned about on its own.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "crossdl/status.h"
+
+namespace crossdl::node {
+
+// What a runtime's helper is and how its messages are worded.
+struct HelperSpec {
+  std::string label;    // the runtime ("ort"): "<label>: ..." and "<label> helper: ..." messages
+  std::string library;  // "onnxruntime-node": prefixes the helper's own {"ok":false} errors
+  std::string script;   // full path of the helper script
+  std::string timeout_env;  // the variable that sets the reply timeout, quoted on a timeout
+};
+
+// $<env_var> when set, else <source dir>/web/<file_name>.
+std::string script_path(const char* env_var, const std::string& file_name);
+// The npm package the script loads: <dir of the script>/node_modules/<package>.
+std::string package_dir(const std::string& script, const std::string& package);
+// Full path of `node` on PATH, or "" when there is none.
+std::string find_node();
+// How long to wait for one reply: $<env_var> in milliseconds, else 120 s (ResNet-20 on a busy
+// 2-core machine loads in well under that; a hung helper must not hang a study cell forever).
+std::chrono::milliseconds reply_timeout(const char* env_var);
+
+std::string base64_encode(const void* data, std::size_t n);
+// False (with `why`) on a character outside the alphabet or a bad length.
+bool base64_decode(const std::string& text, std::vector<unsigned char>& out, std::string& why);
+
+// One helper process. Requests are answered in order; every failure (the helper died, timed
+// out, replied with something that is not the answer to the request) kills it and leaves it
+// unusable, so that a half-read reply can never be taken for the next one.
+class HelperProcess {
+ public:
+  explicit HelperProcess(HelperSpec spec);
+  HelperProcess(const HelperProcess&) = delete;
+  HelperProcess& operator=(const HelperProcess&) = delete;
+  // Closes the helper's stdin (it exits on EOF), waits briefly, then kills it; always reaps it.
+  ~HelperProcess();
+
+  // Spawns `node <script>`; a failed Status says what was missing.
+  Status start();
+  bool alive() const { return pid_ > 0; }
+  // Sends `request` (an "id" is added) and waits up to `timeout` for its reply. An {"ok":false}
+  // reply is a failed Status with the helper's error; `reply` holds the whole object either way.
+  Status call(nlohmann::json request, nlohmann::json& reply, std::chrono::milliseconds timeout);
+  // The last lines the helper wrote to stderr (for error messages).
+  std::string stderr_tail() const;
+
+ private:
+  HelperSpec spec_;
+  std::chrono::milliseconds timeout_{0};  // of the call in progress, for its timeout message
+  pid_t pid_ = -1;
+  int in_ = -1;   // our end of the helper's stdin
+  int out_ = -1;  // our end of its stdout
+  int err_ = -1;  // our end of its stderr
+  long long next_id_ = 1;
+  std::string out_buf_;
+  std::string err_buf_;
+
+  Status write_all(const std::string& bytes, std::chrono::steady_clock::time_point deadline);
+  Status read_line(std::string& line, std::chrono::steady_clock::time_point deadline);
+  void drain_stderr();
+  Status fail(const std::string& what);  // kills the helper and returns failed(what + stderr)
+  void stop(bool gracefully);
+};
+
+}  // namespace crossdl::node
