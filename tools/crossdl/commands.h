@@ -21,7 +21,12 @@ struct CommandSet {
   CLI::App* compare = nullptr;
   CLI::App* runtime_job = nullptr;
   std::function<int()> run_compare, run_runtime_job;
+  struct {
+    CLI::App* app = nullptr;
+    std::function<int()> run;
+  } onnx_conformance;  // conformance_cmd.cpp
 };
 void add_compare_commands(CLI::App& app, CommandSet& set);
+void add_conformance_command(CLI::App& app, CommandSet& set);
 
 }  // namespace crossdl

@@ -605,6 +605,7 @@ int main(int argc, char** argv) {
 
   CommandSet more;
   add_compare_commands(app, more);
+  add_conformance_command(app, more);
 
   std::string spec_file, cell_out;
   auto* cell = app.add_subcommand("__cell", "(internal) run one study cell");
@@ -629,6 +630,7 @@ int main(int argc, char** argv) {
     if (cell->parsed()) return cmd_cell(spec_file, cell_out);
     if (more.compare->parsed()) return more.run_compare();
     if (more.runtime_job->parsed()) return more.run_runtime_job();
+    if (more.onnx_conformance.app->parsed()) return more.onnx_conformance.run();
     if (study_run_cmd->parsed()) {
       Study s = study_file.empty() ? study_preset(study_preset_name) : study_load(study_file);
       validate_cells(s);
