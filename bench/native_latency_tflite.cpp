@@ -1,0 +1,77 @@
+// The direct TensorFlow Lite side of the runtime latency benchmark: the .tflite file crossdl wrote,
+// run with the TFLite C API (TfLiteModelCreateFromFile, an interpreter with one thread,
+// AllocateTensors once). Per call the user's NCHW sample is transposed into the input tensor's
+// NHWC buffer (the file's layout), Invoke runs, and the logits are copied out.
+#include <tensorflow/lite/c/c_api.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "runtime_latency.h"
+
+namespace crossdl::bench {
+namespace {
+
+class TfliteDirect : public DirectRunner {
+ public:
+  TfliteDirect(const Artefact& a, const ir::Model& m) {
+    if (m.input_shape.size() != 3) throw std::runtime_error("tflite direct: image models only");
+    c_ = m.input_shape[0];
+    h_ = m.input_shape[1];
+    w_ = m.input_shape[2];
+    const std::string path = artefact_file(a, ".tflite");
+    model_ = TfLiteModelCreateFromFile(path.c_str());
+    if (model_ == nullptr) throw std::runtime_error("TfLiteModelCreateFromFile failed on " + path);
+    options_ = TfLiteInterpreterOptionsCreate();
+    TfLiteInterpreterOptionsSetNumThreads(options_, 1);
+    interp_ = TfLiteInterpreterCreate(model_, options_);
+    if (interp_ == nullptr) throw std::runtime_error("TfLiteInterpreterCreate failed");
+    if (TfLiteInterpreterAllocateTensors(interp_) != kTfLiteOk)
+      throw std::runtime_error("TfLiteInterpreterAllocateTensors failed");
+    input_ = TfLiteInterpreterGetInputTensor(interp_, 0);
+    output_ = TfLiteInterpreterGetOutputTensor(interp_,
+                                               TfLiteInterpreterGetOutputTensorCount(interp_) - 1);
+    if (TfLiteTensorByteSize(input_) != static_cast<std::size_t>(c_ * h_ * w_) * sizeof(float))
+      throw std::runtime_error("tflite direct: the input tensor is not one sample");
+    classes_ = TfLiteTensorByteSize(output_) / sizeof(float);
+  }
+  ~TfliteDirect() override {
+    TfLiteInterpreterDelete(interp_);
+    TfLiteInterpreterOptionsDelete(options_);
+    TfLiteModelDelete(model_);
+  }
+  TfliteDirect(const TfliteDirect&) = delete;
+  TfliteDirect& operator=(const TfliteDirect&) = delete;
+
+  void infer(const float* x, std::vector<float>& logits) override {
+    auto* dst = static_cast<float*>(TfLiteTensorData(input_));
+    for (std::int64_t c = 0; c < c_; ++c)
+      for (std::int64_t i = 0; i < h_ * w_; ++i) dst[i * c_ + c] = x[c * h_ * w_ + i];
+    if (TfLiteInterpreterInvoke(interp_) != kTfLiteOk)
+      throw std::runtime_error("TfLiteInterpreterInvoke failed");
+    logits.resize(classes_);
+    if (TfLiteTensorCopyToBuffer(output_, logits.data(), classes_ * sizeof(float)) != kTfLiteOk)
+      throw std::runtime_error("TfLiteTensorCopyToBuffer failed");
+  }
+  std::string api() const override {
+    return "TfLiteModelCreateFromFile; interpreter, 1 thread; NCHW->NHWC into the input tensor; "
+           "Invoke; TfLiteTensorCopyToBuffer";
+  }
+
+ private:
+  std::int64_t c_ = 0, h_ = 0, w_ = 0;
+  std::size_t classes_ = 0;
+  TfLiteModel* model_ = nullptr;
+  TfLiteInterpreterOptions* options_ = nullptr;
+  TfLiteInterpreter* interp_ = nullptr;
+  TfLiteTensor* input_ = nullptr;
+  const TfLiteTensor* output_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<DirectRunner> direct_tflite(const Artefact& a, const ir::Model& m) {
+  return std::make_unique<TfliteDirect>(a, m);
+}
+
+}  // namespace crossdl::bench
