@@ -323,6 +323,15 @@ TEST(OnnxImport, RefusalsNameFileNodeAndReason) {
     expect_refusal(b, {"ceil", "p", "MaxPool", "ceil_mode=1 gives another output size"});
   }
   {
+    GraphBuilder b({1, 4, 4}, {16});
+    auto& p = b.node("MaxPool", "p", {"x"}, {"p"});
+    GraphBuilder::attr(p, "kernel_shape", std::vector<std::int64_t>{2, 2});
+    GraphBuilder::attr(p, "pads", std::vector<std::int64_t>{2, 2, 2, 2});
+    GraphBuilder::attr(p, "strides", std::vector<std::int64_t>{2, 2});
+    b.node("Flatten", "f", {"p"}, {"y"});
+    expect_refusal(b, {"half", "p", "MaxPool", "pads larger than half the kernel"});
+  }
+  {
     GraphBuilder b({4}, {4});
     b.init("k", {4});
     b.node("Add", "a", {"x", "k"}, {"y"});
@@ -345,6 +354,21 @@ TEST(OnnxImport, RefusalsNameFileNodeAndReason) {
     b.node("Dropout", "d", {"x", "ratio", "train"}, {"y"});
     expect_refusal(b, {"dropout", "d", "Dropout", "training_mode must be a constant false"});
   }
+}
+
+TEST(OnnxImport, SoftmaxBeforeOpset13OverItsLastAxis) {
+  // Opset 11 normalises over all axes from `axis` on: from the last one, that is the last axis.
+  GraphBuilder b({3, 4}, {12}, 11);
+  auto& sm = b.node("Softmax", "sm", {"x"}, {"s"});
+  GraphBuilder::attr(sm, "axis", std::int64_t{2});
+  b.node("Flatten", "f", {"s"}, {"y"});
+  const OnnxModel r = onnx_read(b.save("softmax11"));
+  EXPECT_EQ(r.model.layers[0].op, ir::Op::Softmax);
+
+  GraphBuilder c({3, 4}, {12}, 11);
+  c.node("Softmax", "sm", {"x"}, {"s"});  // default axis 1: over [3,4] jointly
+  c.node("Flatten", "f", {"s"}, {"y"});
+  expect_refusal(c, {"softmax11_axis1", "sm", "Softmax", "got axis=1 of a rank-3 tensor"});
 }
 
 }  // namespace

@@ -381,6 +381,7 @@ int run_conformance(const ConformanceArgs& a) {
 
   json results = json::array();
   std::map<std::string, std::int64_t> by_status, by_operator;
+  json by_suite = json::object();  // "node", "pytorch-converted", ...: counts per status
   for (const TestCase& t : tests) {
     const auto t0 = std::chrono::steady_clock::now();
     json r;
@@ -395,6 +396,11 @@ int run_conformance(const ConformanceArgs& a) {
     r["ms"] =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     ++by_status[r["status"].get<std::string>()];
+    const std::string suite_name = t.name.substr(0, t.name.find('/'));
+    if (!by_suite.contains(suite_name)) by_suite[suite_name] = json::object();
+    json& counts = by_suite[suite_name];
+    counts["tests"] = counts.value("tests", 0) + 1;
+    counts[r["status"].get<std::string>()] = counts.value(r["status"].get<std::string>(), 0) + 1;
     if (r.contains("outside"))
       for (const auto& op : r["outside"]) ++by_operator[op.get<std::string>()];
     results.push_back(std::move(r));
@@ -421,6 +427,7 @@ int run_conformance(const ConformanceArgs& a) {
               {"tolerance", {{"rtol", kRtol}, {"atol", kAtol}}},
               {"scope", kScope},
               {"summary", summary},
+              {"by_suite", by_suite},
               {"out_of_scope_by_operator", by_operator},
               {"tests", results}};
   if (a.as_json) {
@@ -455,6 +462,11 @@ int run_conformance(const ConformanceArgs& a) {
       static_cast<long long>(in_scope),
       fmt("%.1f", in_scope > 0 ? 100.0 * static_cast<double>(passed) / in_scope : 0.0).c_str(),
       doc["executor"].get<std::string>().c_str(), kRtol, kAtol);
+  for (const auto& [name, c] : by_suite.items()) {
+    const int in = c.value("tests", 0) - c.value("out_of_scope", 0);
+    std::printf("  %-18s %4d tests, %4d in scope, %3d passed\n", name.c_str(), c.value("tests", 0),
+                in, c.value("passed", 0));
+  }
   return 0;
 }
 

@@ -241,6 +241,8 @@ class Reader {
     std::vector<std::int64_t> p = attr_ints(n, "pads");
     if (p.empty() || auto_pad != "NOTSET") p = {0, 0, 0, 0};
     if (s.size() != 2 || p.size() != 4) fail(n, "strides/pads do not match a 2-D window");
+    if (k[0] <= 0 || k[1] <= 0 || s[0] <= 0 || s[1] <= 0)
+      fail(n, "kernel " + shape_str(k) + " and strides " + shape_str(s) + " must be positive");
     if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
       // The padding that keeps ceil(in/stride) outputs; the IR has one pad per axis for both
       // sides, so an odd total (where SAME_UPPER and SAME_LOWER differ) cannot be expressed.
@@ -515,9 +517,11 @@ class Reader {
     } else if (op == "Softmax") {
       const Val& x = plain(n, 0);
       const std::int64_t axis = attr_i(n, "axis", opset_ >= 13 ? -1 : 1);
+      // Before opset 13 Softmax normalises over all axes from `axis` on; from the last one that is
+      // the same as over the last axis.
       if (axis != -1 && axis != x.rank - 1)
-        fail(n, "only a softmax over the last axis is supported");
-      if (opset_ < 13 && x.rank != 2) fail(n, "before opset 13 only 2-D softmax is supported");
+        fail(n, "only a softmax over the last axis is supported, got axis=" + std::to_string(axis) +
+                    " of a rank-" + std::to_string(x.rank) + " tensor");
       layer(n, ir::Op::Softmax, {x.ir}, x.rank);
     } else if (op == "Gather" && is_shape_calc(n, 0)) {
       alias(n.output(0), {"", Form::ShapeCalc, 1});
@@ -676,6 +680,10 @@ class Reader {
       fail(n,
            "count_include_pad=1 with padding is not supported (the IR's AvgPool2d does not "
            "count padded cells)");
+    if (2 * l.pad[0] > l.kernel[0] || 2 * l.pad[1] > l.kernel[1])
+      fail(n,
+           "pads larger than half the kernel are not supported (windows could lie wholly in "
+           "the padding; PyTorch refuses them too)");
     ir::Layer& out = layer(n, max ? ir::Op::MaxPool2d : ir::Op::AvgPool2d, {x.ir}, 4);
     std::copy(l.kernel, l.kernel + 2, out.kernel);
     std::copy(l.stride, l.stride + 2, out.stride);
@@ -763,6 +771,12 @@ class Reader {
 
   void recurrent(const onnx::NodeProto& n, bool lstm) {
     const Val& x = value(n, 0);
+    if (x.form == Form::Plain && x.ir == "input")
+      fail(n,
+           "reads the graph input as a time-major sequence [T,N,F], but crossdl's model input "
+           "is batch-first [N,...]; a batch-first model (PyTorch batch_first=True) writes a "
+           "Transpose 1,0,2 before the " +
+               n.op_type());
     if (x.form != Form::TimeMajor || x.rank != 3)
       fail(n, "expects a time-major sequence [T,N,F] from ImageToSequence or a Transpose 1,0,2");
     if (has_input(n, 4)) fail(n, "sequence lengths are not supported");
