@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -338,6 +339,49 @@ TEST_F(TfjsRuntimeTest, DamagedArtefactsAreClearErrors) {
   EXPECT_EQ(rt_->load(good, other, RunOptions{}, st), nullptr);
   EXPECT_FALSE(st.is_ok());
   EXPECT_NE(st.message().find("model.json"), std::string::npos) << st.message();
+}
+
+}  // namespace
+
+namespace {
+
+// The tfjs runtime's own helper settings reach the shared client: a missing script is a failed
+// load naming it, and an {"ok":false} from the helper is quoted with @tensorflow/tfjs' name.
+TEST_F(TfjsRuntimeTest, HelperProblemsAreFailedStatusesNamingTheCause) {
+  const ir::Model m = zoo::build("lenet1", kMnistLike);
+  Artefact a;
+  ASSERT_TRUE(
+      rt_->export_model(m, init_weights(m, 1), test::scratch_dir("tfjs-helper"), {}, a).is_ok());
+  const std::string dir = test::scratch_dir("tfjs-helper-fake");
+  struct Case {
+    const char* what;
+    std::string script;  // "" : no such file
+    const char* says;
+  };
+  const std::vector<Case> cases = {
+      {"no helper script", "", "is missing"},
+      {"a helper that refuses every request",
+       "import { createInterface } from 'node:readline';\n"
+       "for await (const line of createInterface({ input: process.stdin })) {\n"
+       "  const id = JSON.parse(line).id;\n"
+       "  process.stdout.write(JSON.stringify({ id, ok: false, error: 'no backend here' }) + "
+       "'\\n');\n"
+       "}\n",
+       "@tensorflow/tfjs: no backend here"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    const std::string path = dir + "/helper.mjs";
+    std::filesystem::remove(path);
+    if (!c.script.empty()) test::write_text(path, c.script);
+    ::setenv("CROSSDL_TFJS_HELPER", path.c_str(), 1);
+    Status st;
+    auto r = rt_->load(a, m, RunOptions{}, st);
+    ::unsetenv("CROSSDL_TFJS_HELPER");
+    EXPECT_EQ(r, nullptr);
+    EXPECT_EQ(st.code(), Status::Code::Failed) << st.message();
+    EXPECT_NE(st.message().find(c.says), std::string::npos) << st.message();
+  }
 }
 
 }  // namespace
