@@ -107,6 +107,19 @@ TEST(OnnxConformance, TableAndBadArguments) {
   EXPECT_NE(table.out.find("pass rate 1/1 = 100.0 %"), std::string::npos) << table.out;
   EXPECT_EQ(test::run_cli("onnx-conformance --filter '^no such test$'").rc, 2);
   EXPECT_EQ(test::run_cli("onnx-conformance --suite /nonexistent").rc, 2);
+
+  // `crossdl compare` on a file with an operator outside the set: bad input naming it and its
+  // node (unnamed there: its position and output).
+  const std::string err = test::scratch_dir("compare-erf") + "/stderr.txt";
+  const test::CliRun erf = test::run_cli(
+      "compare --runtimes torch --model " + std::string(kSuite) + "/node/test_erf/model.onnx", err);
+  EXPECT_EQ(erf.rc, 2);
+  const auto bytes = test::read_bytes(err);
+  const std::string msg(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  EXPECT_NE(msg.find("test_erf/model.onnx: node #0 (output 'y') (Erf): operator 'Erf' is not in "
+                     "crossdl's supported set (Conv, Gemm"),
+            std::string::npos)
+      << msg;
 }
 
 // PyTorch exports a model; crossdl reads the file and the torch framework runs it.
@@ -154,6 +167,15 @@ TEST(OnnxImportOracle, TorchOnnxExportCnnGivesPyTorchsLogits) {
                                  ir::Op::Tanh, ir::Op::AvgPool2d, ir::Op::Flatten, ir::Op::Dense,
                                  ir::Op::Sigmoid, ir::Op::Dense}));
   EXPECT_EQ(om.model.layers[0].name, "conv1_Conv");
+  // The same file through `crossdl compare`: read, exported and run in a child process.
+  const test::CliRun cmp = test::run_cli("compare --model " + dir +
+                                         "/cnn.onnx --runtimes torch --limit 64 --latency-runs 2 "
+                                         "--json");
+  EXPECT_EQ(cmp.rc, 0);
+  const json doc = json::parse(cmp.out, nullptr, false);
+  ASSERT_FALSE(doc.is_discarded()) << cmp.out;
+  EXPECT_EQ(doc["test_size"], 64);
+  EXPECT_EQ(doc["runtimes"][0]["status"], "ok") << doc.dump(1);
   const Tensor want = npy_read(dir + "/logits.npy");
   // Measured: 1.2e-7 (LibTorch 1.13.1 from C++ vs PyTorch 1.13.1 from Python, 1 thread).
   const double diff = test::max_abs_diff(got, want);

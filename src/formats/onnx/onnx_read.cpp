@@ -108,7 +108,17 @@ class Reader {
 
   [[noreturn]] void fail(const std::string& what) const { throw InputError(path_ + ": " + what); }
   [[noreturn]] void fail(const onnx::NodeProto& n, const std::string& what) const {
-    fail("node '" + n.name() + "' (" + n.op_type() + "): " + what);
+    // Many files (the ONNX backend tests among them) leave nodes unnamed: then its position and
+    // first output identify it.
+    std::string who = "node '" + n.name() + "'";
+    if (n.name().empty()) {
+      const auto& nodes = mp_.graph().node();
+      const auto it = std::find_if(nodes.begin(), nodes.end(),
+                                   [&](const onnx::NodeProto& o) { return &o == &n; });
+      who = "node #" + std::to_string(it - nodes.begin()) +
+            (n.output_size() > 0 ? " (output '" + n.output(0) + "')" : std::string());
+    }
+    fail(who + " (" + n.op_type() + "): " + what);
   }
 
   // ---- tensors
