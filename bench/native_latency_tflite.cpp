@@ -4,9 +4,11 @@
 // NHWC buffer (the file's layout), Invoke runs, and the logits are copied out.
 #include <tensorflow/lite/c/c_api.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
+#include "crossdl/tflite_io.h"
 #include "runtime_latency.h"
 
 namespace crossdl::bench {
@@ -52,6 +54,36 @@ class TfliteDirect : public DirectRunner {
     logits.resize(classes_);
     if (TfLiteTensorCopyToBuffer(output_, logits.data(), classes_ * sizeof(float)) != kTfLiteOk)
       throw std::runtime_error("TfLiteTensorCopyToBuffer failed");
+  }
+  // crossdl's TFLite runner does per call: tflite_input (NCHW->NHWC into a new Tensor), copy in,
+  // Invoke, tflite_output_to_ir (the logits back to the IR layout).
+  std::vector<std::pair<std::string, double>> breakdown(const ir::Model& m,
+                                                        const float* x) override {
+    Shape shape{1};
+    shape.insert(shape.end(), m.input_shape.begin(), m.input_shape.end());
+    Tensor t(DType::F32, shape, Layout::NCHW);
+    std::copy(x, x + t.numel(), t.values<float>().begin());
+    std::vector<float> out(classes_);
+    TfLiteTensorCopyToBuffer(output_, out.data(), classes_ * sizeof(float));
+    const std::string logits = m.layers.back().name;
+    const auto invoke = [&] { TfLiteInterpreterInvoke(interp_); };
+    const double one = median_cpu_us(invoke, 5);
+    const int n = std::clamp(static_cast<int>(3e5 / std::max(one, 1.0)), 10, 2000);
+    return {
+        {"TfLiteInterpreterInvoke alone", median_cpu_us(invoke, n)},
+        {"crossdl tflite_input (NCHW->NHWC into a new Tensor)",
+         median_cpu_us([&] { (void)tflite_input(m, t); }, 2000)},
+        {"crossdl tflite_output_to_ir of the logits (re-derives every layer's form and shape)",
+         median_cpu_us([&] { (void)tflite_output_to_ir(m, logits, out.data(), classes_, 1); },
+                       2000)},
+        {"Invoke followed by tflite_output_to_ir", median_cpu_us(
+                                                       [&] {
+                                                         invoke();
+                                                         (void)tflite_output_to_ir(
+                                                             m, logits, out.data(), classes_, 1);
+                                                       },
+                                                       n)},
+    };
   }
   std::string api() const override {
     return "TfLiteModelCreateFromFile; interpreter, 1 thread; NCHW->NHWC into the input tensor; "

@@ -5,8 +5,10 @@
 // native_latency_*.cpp files so that this header compiles everywhere.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "crossdl/ir.h"
@@ -24,7 +26,17 @@ class DirectRunner {
   virtual void infer(const float* x, std::vector<float>& logits) = 0;
   // The calls it makes, in words, for the report.
   virtual std::string api() const = 0;
+  // Where crossdl's extra time goes, for --breakdown: named thread-CPU medians (us) of the pieces
+  // of crossdl's Runner::infer timed alone, next to the library call they wrap. Empty where no
+  // breakdown was written.
+  virtual std::vector<std::pair<std::string, double>> breakdown(const ir::Model& m,
+                                                                const float* x) {
+    return {};
+  }
 };
+
+// Median thread-CPU time of `calls` calls of fn, in microseconds.
+double median_cpu_us(const std::function<void()>& fn, int calls);
 
 // Each loads the artefact's own files and throws std::exception (with the library's message) on
 // failure; one thread everywhere. Declared only when the library is built into the benchmark.

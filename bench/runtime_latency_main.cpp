@@ -5,6 +5,7 @@
 //
 //   crossdl_runtime_bench [--runtimes torch,opencv,...] [--model lenet5,resnet20] [--blocks 10]
 //                         [--runs 200] [--block-seconds 0.5] [--seed 1] [--keep DIR] [--json]
+//                         [--json-file F] [--breakdown]
 //
 // The two sides run in alternating blocks (which side goes first alternates too), after a
 // warm-up of both; every call is timed on its own. Per runtime it reports each side's median
@@ -48,6 +49,23 @@ std::string artefact_file(const Artefact& a, const std::string& suffix) {
 
 namespace {
 
+double thread_cpu_us();
+double median(std::vector<double> v);
+
+}  // namespace
+
+double median_cpu_us(const std::function<void()>& fn, int calls) {
+  std::vector<double> t;
+  for (int i = 0; i < calls; ++i) {
+    const double a = thread_cpu_us();
+    fn();
+    t.push_back(thread_cpu_us() - a);
+  }
+  return median(std::move(t));
+}
+
+namespace {
+
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
@@ -59,13 +77,16 @@ struct Options {
   double block_seconds = 0.5;  // per side per block, at most (slow runtimes get fewer runs)
   std::uint64_t seed = 1;
   bool json = false;
-  std::string keep;  // export into this folder and keep the files (for reproductions)
+  bool breakdown = false;  // time the pieces of crossdl's infer where the direct side has them
+  std::string keep;        // export into this folder and keep the files (for reproductions)
+  std::string json_file;   // also write the JSON document here (with the table on stdout)
 };
 
 [[noreturn]] void usage(const std::string& why) {
   std::cerr << "crossdl_runtime_bench: " << why
             << "\nusage: crossdl_runtime_bench [--runtimes a,b] [--model lenet5,resnet20] "
-               "[--blocks N] [--runs N] [--block-seconds S] [--seed S] [--keep DIR] [--json]\n";
+               "[--blocks N] [--runs N] [--block-seconds S] [--seed S] [--keep DIR] [--json] "
+               "[--json-file F] [--breakdown]\n";
   std::exit(2);
 }
 
@@ -81,8 +102,8 @@ Options parse(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--json") {
-      o.json = true;
+    if (a == "--json" || a == "--breakdown") {
+      (a == "--json" ? o.json : o.breakdown) = true;
       continue;
     }
     if (i + 1 >= argc) usage("missing value after " + a);
@@ -102,6 +123,8 @@ Options parse(int argc, char** argv) {
         o.seed = std::stoull(v);
       else if (a == "--keep")
         o.keep = v;
+      else if (a == "--json-file")
+        o.json_file = v;
       else
         usage("unknown option " + a);
     } catch (const std::logic_error&) {
@@ -381,6 +404,16 @@ Row bench_one(const std::string& name, const ir::Model& model, const WeightSet& 
   row.j["direct"] = side_json(dx);
   row.j["wall"] = ratio_json(cx.wall, dx.wall);
   row.j["cpu"] = ratio_json(cx.cpu, dx.cpu);
+  if (o.breakdown) {
+    try {
+      nlohmann::json b = nlohmann::json::array();
+      for (const auto& [what, us] : direct->breakdown(model, xp))
+        b.push_back({{"what", what}, {"cpu_us", us}});
+      if (!b.empty()) row.j["breakdown"] = b;
+    } catch (const std::exception& e) {
+      row.j["breakdown_error"] = e.what();
+    }
+  }
   return row;
 }
 
@@ -465,25 +498,38 @@ int main(int argc, char** argv) {
     std::error_code ec;
     if (o.keep.empty()) fs::remove_all(tmp, ec);
     const std::string load_end = loadavg();
+    const nlohmann::json doc = {{"benchmark", "crossdl_runtime_bench"},
+                                {"when", utc_now_iso8601()},
+                                {"machine", machine_provenance()},
+                                {"loadavg_start", load_start},
+                                {"loadavg_end", load_end},
+                                {"threads", 1},
+                                {"batch", 1},
+                                {"seed", o.seed},
+                                {"input", input_what},
+                                {"target_ratio", 1.05},
+                                {"results", rows_json}};
+    if (!o.json_file.empty()) {
+      std::ofstream f(o.json_file);
+      f << doc.dump(1) << "\n";
+      if (!f) throw std::runtime_error("cannot write " + o.json_file);
+    }
     if (o.json) {
-      nlohmann::json out = {{"benchmark", "crossdl_runtime_bench"},
-                            {"when", utc_now_iso8601()},
-                            {"machine", machine_provenance()},
-                            {"loadavg_start", load_start},
-                            {"loadavg_end", load_end},
-                            {"threads", 1},
-                            {"batch", 1},
-                            {"seed", o.seed},
-                            {"input", input_what},
-                            {"target_ratio", 1.05},
-                            {"results", rows_json}};
-      std::cout << out.dump() << std::endl;
+      std::cout << doc.dump() << std::endl;
     } else {
       std::cout << "input: " << input_what << "; batch 1; 1 thread; init_weights seed " << o.seed
                 << "; " << o.blocks << " alternating blocks\n"
                 << "load average (1/5/15 min): start " << load_start << ", end " << load_end
                 << "\n\n";
       print_table(rows, std::cout);
+      for (const Row& r : rows) {
+        if (!r.j.contains("breakdown")) continue;
+        std::cout << "\nwhere the time goes, " << r.runtime << " / " << r.model
+                  << " (thread-CPU medians):\n";
+        for (const auto& b : r.j["breakdown"])
+          std::cout << "  " << fixed(b["cpu_us"].get<double>(), 2) << " us  "
+                    << b["what"].get<std::string>() << "\n";
+      }
     }
   } catch (const std::exception& e) {
     std::cerr << "crossdl_runtime_bench: " << e.what() << "\n";
