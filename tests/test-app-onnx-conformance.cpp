@@ -98,6 +98,24 @@ TEST(OnnxConformance, ClassifiesASliceOfTheBackendSuite) {
   EXPECT_EQ(doc["tolerance"]["rtol"], 1e-3);
 }
 
+TEST(OnnxConformance, TorchScriptRuntimeAsExecutor) {
+  std::string why;
+  if (!suite_ready(why)) GTEST_SKIP() << why;
+  if (!test::runtime_built("torch", &why)) GTEST_SKIP() << why;
+  // The IR exported to TorchScript and loaded back, instead of run by the framework directly.
+  const std::string filter =
+      "^(node/test_(conv_with_strides_padding|batchnorm_epsilon|softmax_axis_2)|"
+      "pytorch-converted/test_(Conv2d_no_bias|MaxPool2d|Linear))$";
+  const test::CliRun r =
+      test::run_cli("onnx-conformance --runtime torch --json --filter '" + filter + "'");
+  EXPECT_EQ(r.rc, 0);
+  const json doc = json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(doc.is_discarded()) << r.out;
+  EXPECT_EQ(doc["executor"].get<std::string>().rfind("torch runtime (", 0), 0u) << doc["executor"];
+  EXPECT_EQ(doc["summary"]["tests"], 6);
+  EXPECT_EQ(doc["summary"]["passed"], 6) << doc.dump(1);
+}
+
 TEST(OnnxConformance, TableAndBadArguments) {
   std::string why;
   if (!suite_ready(why)) GTEST_SKIP() << why;

@@ -7,6 +7,8 @@
 // crossdl's IR is a classifier with one input and logits [N,K]. So the harness, before reading,
 // binds graph inputs 2..n to the test's own input values as initializers, and appends a
 // Flatten(axis=1) to an output of rank > 2; the flattened output is compared element by element.
+// The torch framework runs the IR by default; --runtime exports it to a runtime's own format and
+// runs that, in this process (a runtime that aborts ends the run; `crossdl compare` isolates).
 #include <onnx/onnx_pb.h>
 #include <unistd.h>
 
@@ -29,6 +31,7 @@
 #include "commands.h"
 #include "crossdl/adapter.h"
 #include "crossdl/onnx_io.h"
+#include "crossdl/runtime.h"
 #include "crossdl/status.h"
 
 namespace fs = std::filesystem;
@@ -65,6 +68,7 @@ constexpr double kAtol = 1e-7;
 
 struct ConformanceArgs {
   std::string suite = kDefaultSuite, filter;
+  std::string runtime;  // empty: the torch framework runs the IR directly
   int threads = 1;
   bool as_json = false;
 };
@@ -229,7 +233,42 @@ Diff compare(const Tensor& got, const Tensor& want) {
   return d;
 }
 
-json run_test(const TestCase& tc, Framework& fw, const ConformanceArgs& a,
+// What runs the IR: the torch framework directly, or a runtime through its exported artefact.
+struct Executor {
+  std::unique_ptr<Framework> framework;
+  std::unique_ptr<Runtime> runtime;
+
+  FrameworkInfo info() const { return framework ? framework->info() : runtime->info(); }
+  // A runner for (m, w), or null with r["reason"] set.
+  std::unique_ptr<Runner> prepare(const OnnxModel& om, const fs::path& dir, const RunOptions& ro,
+                                  json& r) {
+    const Capability cap = framework ? framework->supports(om.model) : runtime->supports(om.model);
+    if (!cap.ok) {
+      r["reason"] = "executor refused: " + cap.why;
+      return nullptr;
+    }
+    Status st;
+    std::unique_ptr<Runner> runner;
+    if (framework) {
+      runner = framework->load(om.model, om.weights, ro, st);
+    } else {
+      Artefact art;
+      st = runtime->export_model(om.model, om.weights, dir.string(), ExportOptions{}, art);
+      if (!st.is_ok()) {
+        r["reason"] = "export: " + st.message();
+        return nullptr;
+      }
+      runner = runtime->load(art, om.model, ro, st);
+    }
+    if (!st.is_ok() || !runner) {
+      r["reason"] = "load: " + st.message();
+      return nullptr;
+    }
+    return runner;
+  }
+};
+
+json run_test(const TestCase& tc, Executor& exec, const ConformanceArgs& a,
               const fs::path& scratch) {
   json r = {{"test", tc.name}};
   const fs::path model_path = tc.dir / "model.onnx";
@@ -280,21 +319,15 @@ json run_test(const TestCase& tc, Framework& fw, const ConformanceArgs& a,
   fs::remove(tmp);
   r["layers"] = om.model.layers.size();
 
-  const Capability cap = fw.supports(om.model);
-  if (!cap.ok) {
-    r["status"] = "runtime_failed";
-    r["reason"] = "executor refused: " + cap.why;
-    return r;
-  }
   RunOptions ro;
   ro.threads = a.threads;
-  Status st;
-  auto runner = fw.load(om.model, om.weights, ro, st);
-  if (!st.is_ok() || !runner) {
+  const fs::path artefact_dir = scratch / replace_all(tc.name, "/", "__");
+  auto runner = exec.prepare(om, artefact_dir, ro, r);
+  if (!runner) {
     r["status"] = "runtime_failed";
-    r["reason"] = "load: " + st.message();
     return r;
   }
+  Status st;
   Diff worst;
   for (const fs::path& set : sets) {
     const std::vector<onnx::TensorProto> ins = read_tensors(set, "input");
@@ -373,8 +406,13 @@ int run_conformance(const ConformanceArgs& a) {
     if (std::regex_search(t.name, re)) tests.push_back(std::move(t));
   if (tests.empty()) throw InputError(a.suite + ": no test (model.onnx) matches the filter");
 
-  std::unique_ptr<Framework> fw = make_framework("torch");  // throws InputError when not built
-  const FrameworkInfo info = fw->info();
+  // Both throw InputError when not built.
+  Executor exec;
+  if (a.runtime.empty())
+    exec.framework = make_framework("torch");
+  else
+    exec.runtime = make_runtime(a.runtime);
+  const FrameworkInfo info = exec.info();
   std::string tmpl = (fs::temp_directory_path() / "crossdl-conformance-XXXXXX").string();
   if (mkdtemp(tmpl.data()) == nullptr) throw InputError("cannot create a temporary folder");
   const fs::path scratch = tmpl;
@@ -386,7 +424,7 @@ int run_conformance(const ConformanceArgs& a) {
     const auto t0 = std::chrono::steady_clock::now();
     json r;
     try {
-      r = run_test(t, *fw, a, scratch);
+      r = run_test(t, exec, a, scratch);
     } catch (const std::exception& e) {
       // A damaged data file or a library surprise: this test's result, never the run's end.
       r = {{"test", t.name},
@@ -422,8 +460,9 @@ int run_conformance(const ConformanceArgs& a) {
                   {"pass_rate", in_scope > 0 ? static_cast<double>(passed) / in_scope : 0.0}};
   json doc = {{"suite", a.suite},
               {"filter", a.filter},
-              {"executor", info.name + " (" + info.library + " " + info.version + ", " +
-                               info.device + ", " + std::to_string(a.threads) + " thread(s))"},
+              {"executor", info.name + (exec.runtime ? " runtime" : " framework") + " (" +
+                               info.library + " " + info.version + ", " + info.device + ", " +
+                               std::to_string(a.threads) + " thread(s))"},
               {"tolerance", {{"rtol", kRtol}, {"atol", kAtol}}},
               {"scope", kScope},
               {"summary", summary},
@@ -480,7 +519,11 @@ void add_conformance_command(CLI::App& app, CommandSet& set) {
   c->add_option("--suite", a.suite, "Folder of the backend tests (libonnx-testdata)")
       ->capture_default_str();
   c->add_option("--filter", a.filter, "Only tests whose name (e.g. node/test_relu) matches");
-  c->add_option("--threads", a.threads, "LibTorch threads")
+  c->add_option("--runtime", a.runtime,
+                "Run what was read in this runtime (exported to its format, loaded in this "
+                "process) instead of the torch framework")
+      ->capture_default_str();
+  c->add_option("--threads", a.threads, "Threads of the executor")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   c->add_flag("--json", a.as_json, "Print the result document as JSON");
