@@ -5,8 +5,11 @@
 // the forms crossdl's IR can express; anything else is refused with the file, the node and why.
 //
 // The reader walks the nodes in order and keeps, for every ONNX tensor, the IR tensor it carries
-// and in what form (plain, time-major sequence, transposed image awaiting its reshape, or an RNN
-// state with its leading direction axis), so that helper nodes fold into their layer.
+// and in what form (plain, time-major sequence, transposed image awaiting its reshape, an RNN
+// state with its leading direction axis, or a shape computation), so that helper nodes fold into
+// their layer. Exporters' habits are absorbed rather than refused: weights in Constant nodes,
+// biases as separate Adds, Dropout/Identity and zero Pads, SAME padding that is symmetric, ceil
+// mode where it equals floor mode, and zero initial RNN states sized from Shape/Expand chains.
 #include <onnx/checker.h>
 #include <onnx/onnx_pb.h>
 
