@@ -203,31 +203,38 @@ TEST(OnnxImportOracle, TorchOnnxExportCnnGivesPyTorchsLogits) {
   EXPECT_LT(diff, 1e-5);
 }
 
-TEST(OnnxImportOracle, TorchOnnxExportLstmGivesPyTorchsLogits) {
+// batch_first LSTM and GRU as PyTorch exports them (fixed batch): Transpose, the zero initial
+// state sized through Shape/Gather/Unsqueeze/Concat/Expand, Y_h squeezed, Gemm.
+class TorchRecurrentExport : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(TorchRecurrentExport, GivesPyTorchsLogits) {
+  const std::string kind = GetParam();
   std::string why;
   if (!python_torch(why)) GTEST_SKIP() << why;
-  const std::string dir = test::scratch_dir("torch-export-lstm");
+  const std::string dir = test::scratch_dir("torch-export-" + kind);
   const Dataset ds = test::fashion_subset(1, 64);
   const Tensor images = make_batch(ds, ds.test, test::first_n(64));
   const Tensor rows = images.reshaped({64, 28, 28});  // 28 time steps of 28 pixels
   npy_write(dir + "/x.npy", rows);
   const std::string cmd = "/usr/bin/python3 " + test::source_path("tests/oracle/torch_export.py") +
-                          " lstm " + dir + "/lstm.onnx " + dir + "/x.npy " + dir + "/logits.npy >" +
-                          dir + "/python.log 2>&1";
+                          " " + kind + " " + dir + "/" + kind + ".onnx " + dir + "/x.npy " + dir +
+                          "/logits.npy >" + dir + "/python.log 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
   OnnxModel om;
-  const Tensor got = crossdl_logits(dir + "/lstm.onnx", rows, om);
+  const Tensor got = crossdl_logits(dir + "/" + kind + ".onnx", rows, om);
   ASSERT_EQ(om.model.layers.size(), 2u);
-  EXPECT_EQ(om.model.layers[0].op, ir::Op::LSTM);
+  EXPECT_EQ(om.model.layers[0].op, kind == "lstm" ? ir::Op::LSTM : ir::Op::GRU);
   EXPECT_EQ(om.model.input_shape, (Shape{28, 28}));
   const Tensor want = npy_read(dir + "/logits.npy");
-  // Measured: 0 (bit-identical).
+  // Measured: 0 for both (bit-identical).
   const double diff = test::max_abs_diff(got, want);
   char text[32];
   std::snprintf(text, sizeof text, "%.3g", diff);
   RecordProperty("max_abs_diff", text);
   EXPECT_LT(diff, 1e-5);
 }
+
+INSTANTIATE_TEST_SUITE_P(OnnxImportOracle, TorchRecurrentExport, ::testing::Values("lstm", "gru"));
 
 }  // namespace
 }  // namespace crossdl

@@ -5,9 +5,9 @@ exports it to ONNX, runs it in PyTorch on the given inputs and saves the outputs
 can check that crossdl reads the file and computes the same logits. Uses Debian's
 /usr/bin/python3 with python3-torch (a test oracle, never a product dependency).
 
-usage: torch_export.py cnn|lstm OUT.onnx INPUT.npy OUT_LOGITS.npy
+usage: torch_export.py cnn|lstm|gru OUT.onnx INPUT.npy OUT_LOGITS.npy
   cnn:  INPUT [N,1,28,28] float32; the batch axis is dynamic in the file.
-  lstm: INPUT [N,28,28] float32 read as 28 rows of 28 features; the file has a fixed batch N
+  lstm, gru: INPUT [N,28,28] float32 read as 28 rows of 28 features; the file has a fixed batch N
         (a dynamic batch makes the exporter build the zero initial state from Shape/Expand nodes).
 """
 import sys
@@ -47,10 +47,21 @@ class Lstm(nn.Module):
         return self.fc(h.squeeze(0))
 
 
+class Gru(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(28, 12, batch_first=True)
+        self.fc = nn.Linear(12, 10)
+
+    def forward(self, x):
+        _, h = self.gru(x)
+        return self.fc(h.squeeze(0))
+
+
 def main(kind, onnx_path, input_path, logits_path):
     torch.manual_seed(7)
     torch.set_num_threads(1)
-    net = Cnn() if kind == "cnn" else Lstm()
+    net = {"cnn": Cnn, "lstm": Lstm, "gru": Gru}[kind]()
     if kind == "cnn":
         with torch.no_grad():
             net.bn1.running_mean.uniform_(-0.5, 0.5)
