@@ -5,6 +5,7 @@
 #include <tensorflow/lite/c/c_api.h>
 
 #include <algorithm>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
@@ -22,34 +23,26 @@ class TfliteDirect : public DirectRunner {
     h_ = m.input_shape[1];
     w_ = m.input_shape[2];
     const std::string path = artefact_file(a, ".tflite");
-    model_ = TfLiteModelCreateFromFile(path.c_str());
-    if (model_ == nullptr) throw std::runtime_error("TfLiteModelCreateFromFile failed on " + path);
-    options_ = TfLiteInterpreterOptionsCreate();
-    TfLiteInterpreterOptionsSetNumThreads(options_, 1);
-    interp_ = TfLiteInterpreterCreate(model_, options_);
-    if (interp_ == nullptr) throw std::runtime_error("TfLiteInterpreterCreate failed");
-    if (TfLiteInterpreterAllocateTensors(interp_) != kTfLiteOk)
+    model_.reset(TfLiteModelCreateFromFile(path.c_str()));
+    if (!model_) throw std::runtime_error("TfLiteModelCreateFromFile failed on " + path);
+    options_.reset(TfLiteInterpreterOptionsCreate());
+    TfLiteInterpreterOptionsSetNumThreads(options_.get(), 1);
+    interp_.reset(TfLiteInterpreterCreate(model_.get(), options_.get()));
+    if (!interp_) throw std::runtime_error("TfLiteInterpreterCreate failed");
+    if (TfLiteInterpreterAllocateTensors(interp_.get()) != kTfLiteOk)
       throw std::runtime_error("TfLiteInterpreterAllocateTensors failed");
-    input_ = TfLiteInterpreterGetInputTensor(interp_, 0);
-    output_ = TfLiteInterpreterGetOutputTensor(interp_,
-                                               TfLiteInterpreterGetOutputTensorCount(interp_) - 1);
+    input_ = TfLiteInterpreterGetInputTensor(interp_.get(), 0);
+    output_ = TfLiteInterpreterGetOutputTensor(
+        interp_.get(), TfLiteInterpreterGetOutputTensorCount(interp_.get()) - 1);
     if (TfLiteTensorByteSize(input_) != static_cast<std::size_t>(c_ * h_ * w_) * sizeof(float))
       throw std::runtime_error("tflite direct: the input tensor is not one sample");
     classes_ = TfLiteTensorByteSize(output_) / sizeof(float);
   }
-  ~TfliteDirect() override {
-    TfLiteInterpreterDelete(interp_);
-    TfLiteInterpreterOptionsDelete(options_);
-    TfLiteModelDelete(model_);
-  }
-  TfliteDirect(const TfliteDirect&) = delete;
-  TfliteDirect& operator=(const TfliteDirect&) = delete;
-
   void infer(const float* x, std::vector<float>& logits) override {
     auto* dst = static_cast<float*>(TfLiteTensorData(input_));
     for (std::int64_t c = 0; c < c_; ++c)
       for (std::int64_t i = 0; i < h_ * w_; ++i) dst[i * c_ + c] = x[c * h_ * w_ + i];
-    if (TfLiteInterpreterInvoke(interp_) != kTfLiteOk)
+    if (TfLiteInterpreterInvoke(interp_.get()) != kTfLiteOk)
       throw std::runtime_error("TfLiteInterpreterInvoke failed");
     logits.resize(classes_);
     if (TfLiteTensorCopyToBuffer(output_, logits.data(), classes_ * sizeof(float)) != kTfLiteOk)
@@ -66,7 +59,7 @@ class TfliteDirect : public DirectRunner {
     std::vector<float> out(classes_);
     TfLiteTensorCopyToBuffer(output_, out.data(), classes_ * sizeof(float));
     const std::string logits = m.layers.back().name;
-    const auto invoke = [&] { TfLiteInterpreterInvoke(interp_); };
+    const auto invoke = [&] { TfLiteInterpreterInvoke(interp_.get()); };
     const double one = median_cpu_us(invoke, 5);
     const int n = std::clamp(static_cast<int>(3e5 / std::max(one, 1.0)), 10, 2000);
     return {
@@ -93,9 +86,12 @@ class TfliteDirect : public DirectRunner {
  private:
   std::int64_t c_ = 0, h_ = 0, w_ = 0;
   std::size_t classes_ = 0;
-  TfLiteModel* model_ = nullptr;
-  TfLiteInterpreterOptions* options_ = nullptr;
-  TfLiteInterpreter* interp_ = nullptr;
+  // Declared in creation order, so destroyed interpreter first.
+  std::unique_ptr<TfLiteModel, decltype(&TfLiteModelDelete)> model_{nullptr, &TfLiteModelDelete};
+  std::unique_ptr<TfLiteInterpreterOptions, decltype(&TfLiteInterpreterOptionsDelete)> options_{
+      nullptr, &TfLiteInterpreterOptionsDelete};
+  std::unique_ptr<TfLiteInterpreter, decltype(&TfLiteInterpreterDelete)> interp_{
+      nullptr, &TfLiteInterpreterDelete};
   TfLiteTensor* input_ = nullptr;
   const TfLiteTensor* output_ = nullptr;
 };

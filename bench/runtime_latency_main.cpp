@@ -49,8 +49,21 @@ std::string artefact_file(const Artefact& a, const std::string& suffix) {
 
 namespace {
 
-double thread_cpu_us();
-double median(std::vector<double> v);
+// Wall-clock time of a call is the latency; on this shared machine it also counts the time the
+// thread waited for a core, so the calling thread's CPU time is recorded alongside: every library
+// here runs a 1-thread inference on the calling thread, so its CPU time is the work done.
+double thread_cpu_us() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) * 1e6 + static_cast<double>(t.tv_nsec) * 1e-3;
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
 
 }  // namespace
 
@@ -144,13 +157,6 @@ std::string loadavg() {
   return a + " " + b + " " + c;
 }
 
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 using DirectFactory =
     std::function<std::unique_ptr<DirectRunner>(const Artefact&, const ir::Model&)>;
 
@@ -206,15 +212,6 @@ Tensor fixed_input(std::string& what) {
     what = std::string("a fixed sine pattern (Fashion-MNIST not loadable: ") + e.what() + ")";
     return x;
   }
-}
-
-// Wall-clock time of a call is the latency; on this shared machine it also counts the time the
-// thread waited for a core, so the calling thread's CPU time is recorded alongside: every library
-// here runs a 1-thread inference on the calling thread, so its CPU time is the work done.
-double thread_cpu_us() {
-  timespec t{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-  return static_cast<double>(t.tv_sec) * 1e6 + static_cast<double>(t.tv_nsec) * 1e-3;
 }
 
 struct Call {
