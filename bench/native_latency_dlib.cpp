@@ -27,6 +27,9 @@ template <typename Sub>
 using affine = dlib::add_layer<dlib::affine_, Sub>;
 using Input = dlib::input<dlib::matrix<float>>;
 
+using Lenet1 = dlib::loss_multiclass_log<
+    dense<pool2<dlib::relu<conv<12, 5, 1, 0, pool2<dlib::relu<conv<4, 5, 1, 0, Input>>>>>>>>;
+
 // LeNet-5 as the zoo builds it for 28x28 inputs (first convolution padded by 2).
 using Lenet5 = dlib::loss_multiclass_log<dense<dlib::relu<dense<dlib::relu<
     dense<pool2<dlib::relu<conv<16, 5, 1, 0, pool2<dlib::relu<conv<6, 5, 1, 2, Input>>>>>>>>>>>>;
@@ -86,6 +89,7 @@ class DlibDirect : public DirectRunner {
 }  // namespace
 
 std::unique_ptr<DirectRunner> direct_dlib(const Artefact& a, const ir::Model& m) {
+  if (m.name == "lenet1") return std::make_unique<DlibDirect<Lenet1>>(a, m);
   if (m.name == "lenet5" && m.layers.at(0).pad[0] == 2)
     return std::make_unique<DlibDirect<Lenet5>>(a, m);
   if (m.name == "resnet20") return std::make_unique<DlibDirect<Resnet20>>(a, m);
