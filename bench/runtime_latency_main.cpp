@@ -161,7 +161,7 @@ using DirectFactory =
     std::function<std::unique_ptr<DirectRunner>(const Artefact&, const ir::Model&)>;
 
 // The direct side for a runtime, or null where the benchmark has none (not built in, or not a
-// native library: ort is driven through a Node helper process).
+// native library: ort and tfjs are driven through a Node helper process).
 DirectFactory direct_for(const std::string& runtime) {
 #if CROSSDL_BENCH_RT_TORCH
   if (runtime == "torch") return direct_torch;
@@ -299,7 +299,6 @@ Row bench_one(const std::string& name, const ir::Model& model, const WeightSet& 
   if (!st.is_ok() || !runner) return fail("failed", "crossdl load: " + st.message());
 
   std::unique_ptr<DirectRunner> direct;
-  std::string no_direct;
   if (DirectFactory make = direct_for(name)) {
     try {
       t0 = Clock::now();
@@ -310,9 +309,8 @@ Row bench_one(const std::string& name, const ir::Model& model, const WeightSet& 
       return fail("failed", std::string("direct load: ") + e.what());
     }
   } else {
-    no_direct = no_direct_reason(name);
     row.j["direct_api"] = nullptr;
-    row.j["note"] = no_direct;
+    row.j["note"] = no_direct_reason(name);
   }
 
   // The two sides must agree before their times are compared.
