@@ -165,11 +165,13 @@ TEST(TfliteWrite, LayoutHelpersRoundTrip) {
   const Tensor nhwc = nchw_to_nhwc(x);
   EXPECT_EQ(nhwc.shape(), (Shape{2, 28, 28, 6}));
   const Tensor back =
-      tflite_output_to_ir(m, "conv1", nhwc.values<float>().data(), nhwc.values<float>().size(), 2);
+      tflite_output_to_ir(tflite_output_layout(m, "conv1"), nhwc.values<float>().data(),
+                          nhwc.values<float>().size(), 2);
   EXPECT_TRUE(back.values<float>().size() == v.size() &&
               std::equal(v.begin(), v.end(), back.values<float>().begin()));
   EXPECT_NE(test::error_of([&] {
-              tflite_output_to_ir(m, "conv1", nhwc.values<float>().data(), 10, 2);
+              tflite_output_to_ir(tflite_output_layout(m, "conv1"), nhwc.values<float>().data(), 10,
+                                  2);
             }).find("conv1"),
             std::string::npos);
 }

@@ -65,7 +65,8 @@ class ArmnnRunner : public Runner {
     for (const auto& name : parser->GetSubgraphOutputTensorNames(0)) {
       if (m.find(name) == nullptr)
         throw InputError(path + ": output " + name + " is not a layer of model " + m.name);
-      outputs_.push_back({name, parser->GetNetworkOutputBindingInfo(0, name)});
+      outputs_.push_back(
+          {name, parser->GetNetworkOutputBindingInfo(0, name), tflite_output_layout(m, name)});
     }
     if (outputs_.empty() || outputs_.back().layer != m.layers.back().name)
       throw InputError(path + ": its last output is not the logits layer " + m.layers.back().name);
@@ -121,6 +122,7 @@ class ArmnnRunner : public Runner {
   struct Output {
     std::string layer;
     armnn::BindingPointInfo binding;
+    TfliteOutputLayout layout;  // worked out once, not per call
   };
 
   // Runs every sample of x; per_output[k] collects graph output k's values. Arm NN's
@@ -150,7 +152,7 @@ class ArmnnRunner : public Runner {
     }
   }
   Tensor to_ir(std::size_t output, const std::vector<float>& v, std::int64_t batch) {
-    return tflite_output_to_ir(model_, outputs_[output].layer, v.data(), v.size(), batch);
+    return tflite_output_to_ir(outputs_[output].layout, v.data(), v.size(), batch);
   }
 
   ir::Model model_;

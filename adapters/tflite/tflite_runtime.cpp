@@ -67,9 +67,9 @@ class TfliteRunner : public Runner {
       const std::string name = TfLiteTensorName(TfLiteInterpreterGetOutputTensor(interp_, i));
       if (m.find(name) == nullptr)
         throw InputError(path + ": output " + name + " is not a layer of model " + m.name);
-      outputs_.push_back(name);
+      outputs_.push_back(tflite_output_layout(model_, name));
     }
-    if (outputs_.empty() || outputs_.back() != m.layers.back().name)
+    if (outputs_.empty() || outputs_.back().layer != m.layers.back().name)
       throw InputError(path + ": its last output is not the logits layer " + m.layers.back().name);
   }
   ~TfliteRunner() override {
@@ -97,7 +97,7 @@ class TfliteRunner : public Runner {
       run(x);
       out.clear();
       for (std::size_t i = 0; i < outputs_.size(); ++i)
-        out.push_back({outputs_[i], fetch(static_cast<int>(i), x.dim(0))});
+        out.push_back({outputs_[i].layer, fetch(static_cast<int>(i), x.dim(0))});
     });
   }
 
@@ -122,9 +122,9 @@ class TfliteRunner : public Runner {
   Tensor fetch(int output, std::int64_t batch) {
     const TfLiteTensor* t = TfLiteInterpreterGetOutputTensor(interp_, output);
     if (TfLiteTensorType(t) != kTfLiteFloat32)
-      throw std::runtime_error("output " + outputs_[output] + " is not float32");
+      throw std::runtime_error("output " + outputs_[output].layer + " is not float32");
     const auto* p = static_cast<const float*>(TfLiteTensorData(t));
-    return tflite_output_to_ir(model_, outputs_[output], p, TfLiteTensorByteSize(t) / sizeof(float),
+    return tflite_output_to_ir(outputs_[output], p, TfLiteTensorByteSize(t) / sizeof(float),
                                batch);
   }
 
@@ -134,7 +134,7 @@ class TfliteRunner : public Runner {
   TfLiteInterpreterOptions* options_ = nullptr;
   TfLiteInterpreter* interp_ = nullptr;
   std::vector<int> dims_;
-  std::vector<std::string> outputs_;  // IR layer of each graph output
+  std::vector<TfliteOutputLayout> outputs_;  // IR layer and layout of each graph output
 };
 
 class TfliteRuntime : public Runtime {

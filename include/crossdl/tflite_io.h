@@ -59,11 +59,22 @@ Tensor nchw_to_nhwc(const Tensor& x);
 // token batches [N,T] as they are. Throws InputError (naming the shapes) when x does not fit m.
 Tensor tflite_input(const ir::Model& m, const Tensor& x);
 
-// One graph output of a file tflite_write wrote, as a runtime returns it (`values`: N samples in
-// the file's layout), converted to the IR layout of `layer`'s output ([N,C,H,W] for feature maps,
-// [N,F] in CHW feature order after Flatten or Dense). Throws InputError when the element count does
-// not fit the layer's output shape.
-Tensor tflite_output_to_ir(const ir::Model& m, const std::string& layer, const float* values,
-                           std::size_t count, std::int64_t batch);
+// How one graph output of a file tflite_write wrote maps back to the IR layout of `layer`'s
+// output ([N,C,H,W] for feature maps, [N,F] in CHW feature order after Flatten or Dense). Worked
+// out once per output when a runner is built: deriving it walks the whole model, which costs more
+// than a LeNet inference.
+struct TfliteOutputLayout {
+  std::string layer;
+  Shape sample;  // the IR output shape without the batch axis
+  enum Kind { Plain, Nhwc, FlatHwc } kind = Plain;
+  std::int64_t c = 0, h = 0, w = 0;  // Nhwc / FlatHwc: the feature map's IR [C,H,W]
+};
+// Throws InputError when m has no such layer or cannot be written as TFLite.
+TfliteOutputLayout tflite_output_layout(const ir::Model& m, const std::string& layer);
+
+// One graph output as a runtime returns it (`values`: N samples in the file's layout), in the IR
+// layout. Throws InputError when the element count does not fit the layer's output shape.
+Tensor tflite_output_to_ir(const TfliteOutputLayout& o, const float* values, std::size_t count,
+                           std::int64_t batch);
 
 }  // namespace crossdl

@@ -417,34 +417,44 @@ Tensor tflite_input(const ir::Model& m, const Tensor& x) {
   return m.input_dtype == DType::I64 ? x : nchw_to_nhwc(x);
 }
 
-Tensor tflite_output_to_ir(const ir::Model& m, const std::string& layer, const float* values,
-                           std::size_t count, std::int64_t batch) {
+TfliteOutputLayout tflite_output_layout(const ir::Model& m, const std::string& layer) {
   std::map<std::string, Form> forms;
   if (Capability c = forms_of(m, forms); !c.ok) throw InputError(c.why);
-  const ir::Layer* l = m.find(layer);
-  if (l == nullptr) throw InputError("model " + m.name + " has no layer " + layer);
-  const Shapes shapes(m);
-  const Shape& s = shapes.of.at(layer);
-  if (static_cast<std::int64_t>(count) != batch * shape_numel(s))
-    throw InputError("output " + layer + ": " + std::to_string(count) + " values, expected " +
-                     std::to_string(batch) + " x " + shape_str(s));
-  Shape full{batch};
-  full.insert(full.end(), s.begin(), s.end());
+  if (m.find(layer) == nullptr) throw InputError("model " + m.name + " has no layer " + layer);
   const Form& f = forms.at(layer);
-  Tensor out(DType::F32, full, f.kind == Form::Nhwc ? Layout::NCHW : Layout::Any);
+  TfliteOutputLayout o;
+  o.layer = layer;
+  o.sample = Shapes(m).of.at(layer);
+  o.kind = f.kind == Form::Nhwc      ? TfliteOutputLayout::Nhwc
+           : f.kind == Form::FlatHwc ? TfliteOutputLayout::FlatHwc
+                                     : TfliteOutputLayout::Plain;
+  o.c = f.c;
+  o.h = f.h;
+  o.w = f.w;
+  return o;
+}
+
+Tensor tflite_output_to_ir(const TfliteOutputLayout& o, const float* values, std::size_t count,
+                           std::int64_t batch) {
+  if (static_cast<std::int64_t>(count) != batch * shape_numel(o.sample))
+    throw InputError("output " + o.layer + ": " + std::to_string(count) + " values, expected " +
+                     std::to_string(batch) + " x " + shape_str(o.sample));
+  Shape full{batch};
+  full.insert(full.end(), o.sample.begin(), o.sample.end());
+  Tensor out(DType::F32, full, o.kind == TfliteOutputLayout::Nhwc ? Layout::NCHW : Layout::Any);
   auto dst = out.values<float>();
-  if (f.kind == Form::Plain) {
+  if (o.kind == TfliteOutputLayout::Plain) {
     std::copy(values, values + count, dst.begin());
     return out;
   }
   // Both NHWC maps and HWC-ordered flat features go back to CHW order per sample.
-  const std::int64_t c = f.c, h = f.h, w = f.w, per = c * h * w;
+  const std::int64_t c = o.c, h = o.h, w = o.w, per = c * h * w;
   for (std::int64_t a = 0; a < batch; ++a)
     for (std::int64_t k = 0; k < c; ++k)
       for (std::int64_t y = 0; y < h; ++y)
         for (std::int64_t z = 0; z < w; ++z)
           dst[a * per + (k * h + y) * w + z] = values[a * per + (y * w + z) * c + k];
-  if (f.kind == Form::FlatHwc) out.set_layout(Layout::NC);
+  if (o.kind == TfliteOutputLayout::FlatHwc) out.set_layout(Layout::NC);
   return out;
 }
 
