@@ -98,6 +98,37 @@ Tensor copy_out(const float* src, const Shape& shape, Layout layout) {
   return t;
 }
 
+// The bias of a convolution followed by a BatchNorm, which Darknet's batch-normalised convolution
+// does not hold (see DarknetLayer::conv_bias), kept beside the network. `offset` is PyTorch's
+// running mean minus Darknet's rolling mean: the bias while it stays constant; under weight decay,
+// which moves the bias, the running average of the biases the forward passes saw, at Darknet's
+// fixed BN momentum. The imported running mean and the rolling mean made from it are kept too: a
+// channel whose rolling mean and offset are untouched exports the imported value, so that an
+// import/export round trip is bit-identical ((mean - b) + b is not always mean in float).
+struct CancelledBias {
+  std::vector<float> bias, velocity, offset, bias0, mean0, rolling0;
+};
+using ConvBiases = std::map<std::string, CancelledBias>;  // by IR conv name
+
+ConvBiases conv_biases_of(network* net, const Plan& p, const WeightSet& w) {
+  ConvBiases out;
+  for (std::size_t i = 0; i < p.layers.size(); ++i) {
+    const Unit& u = p.layers[i];
+    if (u.kind != Unit::Conv || !u.conv_bias) continue;
+    CancelledBias& c = out[u.conv];
+    const auto b = w.at(u.conv + ".bias").values<float>();
+    const auto m = w.at(u.bn + ".running_mean").values<float>();
+    c.bias.assign(b.begin(), b.end());
+    c.bias0 = c.bias;
+    c.offset = c.bias;
+    c.velocity.assign(b.size(), 0.0f);
+    c.mean0.assign(m.begin(), m.end());
+    const float* rolling = net->layers[i].rolling_mean;
+    c.rolling0.assign(rolling, rolling + b.size());
+  }
+  return out;
+}
+
 void import_weights(network* net, const Plan& p, const WeightSet& w) {
   for (std::size_t i = 0; i < p.layers.size(); ++i) {
     layer& l = net->layers[i];
@@ -112,6 +143,12 @@ void import_weights(network* net, const Plan& p, const WeightSet& w) {
         copy_in(l.biases, l.n, w, u.bn + ".bias");
         copy_in(l.rolling_mean, l.n, w, u.bn + ".running_mean");
         copy_in(l.rolling_variance, l.n, w, u.bn + ".running_var");
+        if (u.conv_bias) {
+          // PyTorch's running mean is that of conv(x) + b, Darknet's that of conv(x).
+          std::vector<float> bias(static_cast<std::size_t>(l.n));
+          copy_in(bias.data(), l.n, w, u.conv + ".bias");
+          for (int c = 0; c < l.n; ++c) l.rolling_mean[c] -= bias[static_cast<std::size_t>(c)];
+        }
       }
     } else if (u.kind == Unit::Connected) {
       copy_in(l.weights, static_cast<std::int64_t>(l.inputs) * l.outputs, w, u.dense + ".weight");
@@ -120,7 +157,8 @@ void import_weights(network* net, const Plan& p, const WeightSet& w) {
   }
 }
 
-WeightSet export_weights_from(network* net, const Plan& p, const ir::Model& m) {
+WeightSet export_weights_from(network* net, const Plan& p, const ir::Model& m,
+                              const ConvBiases& biases) {
   std::map<std::string, Tensor> all;
   for (std::size_t i = 0; i < p.layers.size(); ++i) {
     const layer& l = net->layers[i];
@@ -133,7 +171,18 @@ WeightSet export_weights_from(network* net, const Plan& p, const ir::Model& m) {
       } else {
         all[u.bn + ".weight"] = copy_out(l.scales, {n}, Layout::Any);
         all[u.bn + ".bias"] = copy_out(l.biases, {n}, Layout::Any);
-        all[u.bn + ".running_mean"] = copy_out(l.rolling_mean, {n}, Layout::Any);
+        Tensor mean = copy_out(l.rolling_mean, {n}, Layout::Any);
+        if (u.conv_bias) {
+          const CancelledBias& cb = biases.at(u.conv);
+          auto mv = mean.values<float>();
+          for (std::size_t c = 0; c < mv.size(); ++c)
+            mv[c] = mv[c] == cb.rolling0[c] && cb.offset[c] == cb.bias0[c] ? cb.mean0[c]
+                                                                           : mv[c] + cb.offset[c];
+          Tensor bias(DType::F32, {n}, Layout::Any);
+          std::copy(cb.bias.begin(), cb.bias.end(), bias.values<float>().begin());
+          all[u.conv + ".bias"] = std::move(bias);
+        }
+        all[u.bn + ".running_mean"] = std::move(mean);
         all[u.bn + ".running_var"] = copy_out(l.rolling_variance, {n}, Layout::Any);
       }
     } else if (u.kind == Unit::Connected) {
@@ -305,6 +354,7 @@ class DarknetTrainer : public Trainer {
     init.check_against(m);
     net_ = build_net(plan_, cfg.batch_size, Hyper{cfg.lr, cfg.momentum, cfg.weight_decay});
     import_weights(net_.get(), plan_, init);
+    conv_biases_ = conv_biases_of(net_.get(), plan_, init);
   }
 
   Status step(const Tensor& x, const Tensor& labels, double lr, double& loss) override {
@@ -338,6 +388,18 @@ class DarknetTrainer : public Trainer {
         }
       }
       update_network(net);
+      // The cancelled conv biases have a zero gradient, so only PyTorch's weight decay moves
+      // them: its SGD step with g = 0, v <- momentum*v + decay*b, b <- b - lr*v. This step's
+      // forward saw the bias before the update, as PyTorch's running mean did (Darknet's rolling
+      // mean moves by 0.01 of the batch mean per step, forward_batchnorm_layer).
+      if (cfg_.weight_decay != 0.0)
+        for (auto& [name, cb] : conv_biases_)
+          for (std::size_t c = 0; c < cb.bias.size(); ++c) {
+            cb.offset[c] = 0.99f * cb.offset[c] + 0.01f * cb.bias[c];
+            cb.velocity[c] = static_cast<float>(cfg_.momentum) * cb.velocity[c] +
+                             static_cast<float>(cfg_.weight_decay) * cb.bias[c];
+            cb.bias[c] -= static_cast<float>(lr) * cb.velocity[c];
+          }
       net->train = 0;
     });
   }
@@ -345,7 +407,8 @@ class DarknetTrainer : public Trainer {
     return guarded("infer", [&] { logits = logits_of(net_.get(), plan_, x); });
   }
   Status export_weights(WeightSet& out) override {
-    return guarded("export weights", [&] { out = export_weights_from(net_.get(), plan_, model_); });
+    return guarded("export weights",
+                   [&] { out = export_weights_from(net_.get(), plan_, model_, conv_biases_); });
   }
 
  private:
@@ -353,6 +416,7 @@ class DarknetTrainer : public Trainer {
   Plan plan_;
   TrainConfig cfg_;
   NetPtr net_;
+  ConvBiases conv_biases_;
 };
 
 class DarknetFramework : public Framework {

@@ -35,6 +35,11 @@ struct DarknetLayer {
   // layers that produce none of their own: a [route] repeating an earlier output, the 1x1
   // [maxpool] that subsamples before a strided 1x1 convolution, the final [softmax].
   std::string ir_name;
+  // Conv with a BN folded in: the IR conv also has a bias. Darknet's batch-normalised convolution
+  // has none, and none is needed: BN subtracts the mean of conv(x) + b, which cancels b in training
+  // (its gradient is 0), and in evaluation conv + b - running_mean = conv - (running_mean - b). So
+  // Darknet's rolling_mean is running_mean - b and the bias stays in the weight set, unchanged.
+  bool conv_bias = false;
 };
 
 // The model as Darknet layers: what darknet_write writes and what the darknet adapter trains, so
@@ -61,6 +66,10 @@ std::string darknet_cfg(const DarknetPlan& p, const DarknetNetOptions& net);
 
 // Whether Darknet can express the model, and why not (naming the layer).
 Capability darknet_expressible(const ir::Model& m);
+// How many floats darknet_write puts in the .weights file after its header: every IR tensor
+// except the conv biases cancelled by a BatchNorm (DarknetLayer::conv_bias). For a model Darknet
+// cannot express (which nothing writes), every IR tensor.
+std::int64_t darknet_weights_floats(const ir::Model& m);
 // Writes <dir>/<model name>.cfg and .weights with the given [net] batch. Throws InputError when the
 // model cannot be expressed (the message names the layer) or a file cannot be written.
 DarknetFiles darknet_write(const ir::Model& m, const WeightSet& w, const std::string& dir,

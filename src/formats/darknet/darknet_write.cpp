@@ -5,6 +5,9 @@
 // cfg order, its float32 arrays: [convolutional] biases, [scales, rolling_mean, rolling_variance
 // when batch_normalize], weights (OIHW); [connected] biases, weights ([out][in]). Layers without
 // parameters contribute nothing. Darknet reads the file in native byte order: little-endian here.
+// A conv bias cancelled by the BatchNorm after it is not written: it is subtracted from the
+// running mean instead (DarknetLayer::conv_bias).
+#include <algorithm>
 #include <bit>
 #include <cstring>
 #include <filesystem>
@@ -95,7 +98,7 @@ Capability darknet_plan(const ir::Model& m, DarknetPlan& p) {
       return false;
     }
     const int here = static_cast<int>(p.layers.size());
-    emit({DarknetLayer::Route, {}, {}, {}, {}},
+    emit({DarknetLayer::Route, {}, {}, {}, {}, false},
          "[route]\nlayers=" + std::to_string(src - here) + "\n");
     return true;
   };
@@ -129,19 +132,20 @@ Capability darknet_plan(const ir::Model& m, DarknetPlan& p) {
                                 "both axes");
         if (!bring(l, ins[i][0], why)) return Capability::no(why);
         std::string bn;
+        bool conv_bias = false;
         if (i + 1 < n && m.layers[i + 1].op == ir::Op::BatchNorm2d && ins[i + 1][0] == l.name &&
             readers[l.name] == 1) {
-          if (l.bias)
-            return Capability::no(layer_where(l) + ": has a bias and is followed by " +
-                                  m.layers[i + 1].name +
-                                  " (BatchNorm2d); darknet's batch-normalised convolution has no "
-                                  "convolution bias");
+          conv_bias = l.bias;
           ++i;
           bn = m.layers[i].name;
           p.has_bn = true;
           note(bn + " folded into " + l.name +
                " (batch_normalize=1; darknet divides by "
                "sqrt(var)+1e-6, not sqrt(var+eps))");
+          if (conv_bias)
+            note(l.name + ".bias cancelled by " + bn +
+                 " (darknet's batch-normalised convolution has no bias): rolling_mean = " + bn +
+                 ".running_mean - " + l.name + ".bias");
         } else if (!l.bias) {
           return Capability::no(layer_where(l) +
                                 ": has no bias and no following BatchNorm2d; darknet "
@@ -155,7 +159,7 @@ Capability darknet_plan(const ir::Model& m, DarknetPlan& p) {
           return Capability::no(layer_where(l) +
                                 ": darknet's 1x1 convolution ignores padding (it skips im2col)");
         if (l.kernel[0] == 1 && stride > 1) {
-          emit({DarknetLayer::Maxpool, {}, {}, {}, {}},
+          emit({DarknetLayer::Maxpool, {}, {}, {}, {}, false},
                "[maxpool]\nsize=1\nstride=" + std::to_string(stride) + "\npadding=0\n");
           note(l.name + ": 1x1 stride-" + std::to_string(stride) +
                " convolution as a 1x1 [maxpool] with the stride and a stride-1 convolution "
@@ -163,7 +167,7 @@ Capability darknet_plan(const ir::Model& m, DarknetPlan& p) {
           stride = 1;
         }
         const std::string act = fold_activation(i);
-        emit({DarknetLayer::Conv, l.name, bn, {}, {}},
+        emit({DarknetLayer::Conv, l.name, bn, {}, {}, conv_bias},
              "[convolutional]\nfilters=" + std::to_string(l.out) +
                  "\nsize=" + std::to_string(l.kernel[0]) + "\nstride=" + std::to_string(stride) +
                  "\npad=0\npadding=" + std::to_string(l.pad[0]) +
@@ -186,13 +190,13 @@ Capability darknet_plan(const ir::Model& m, DarknetPlan& p) {
               ": darknet [maxpool] has one size, stride and padding for both axes");
         if (!bring(l, ins[i][0], why)) return Capability::no(why);
         // Darknet pads `padding` in total (padding/2 before), output (w+padding-size)/stride+1.
-        emit({DarknetLayer::Maxpool, {}, {}, {}, {}},
+        emit({DarknetLayer::Maxpool, {}, {}, {}, {}, false},
              "[maxpool]\nsize=" + std::to_string(l.kernel[0]) + "\nstride=" +
                  std::to_string(l.stride[0]) + "\npadding=" + std::to_string(2 * l.pad[0]) + "\n");
         break;
       case ir::Op::GlobalAvgPool:
         if (!bring(l, ins[i][0], why)) return Capability::no(why);
-        emit({DarknetLayer::Avgpool, {}, {}, {}, {}}, "[avgpool]\n");
+        emit({DarknetLayer::Avgpool, {}, {}, {}, {}, false}, "[avgpool]\n");
         break;
       case ir::Op::Flatten:
         // Darknet keeps activations as [c][h][w] per example: a flatten in CHW order is free.
@@ -207,7 +211,7 @@ Capability darknet_plan(const ir::Model& m, DarknetPlan& p) {
         if (a != last && !bring(l, ins[i][0], why)) return Capability::no(why);
         const int here = static_cast<int>(p.layers.size());
         const std::string act = fold_activation(i);
-        emit({DarknetLayer::Shortcut, {}, {}, {}, {}},
+        emit({DarknetLayer::Shortcut, {}, {}, {}, {}, false},
              "[shortcut]\nfrom=" + std::to_string(b - here) + "\nactivation=" + act + "\n");
         break;
       }
@@ -215,13 +219,13 @@ Capability darknet_plan(const ir::Model& m, DarknetPlan& p) {
       case ir::Op::Tanh:
       case ir::Op::Sigmoid:
         if (!bring(l, ins[i][0], why)) return Capability::no(why);
-        emit({DarknetLayer::Activation, {}, {}, {}, {}},
+        emit({DarknetLayer::Activation, {}, {}, {}, {}, false},
              std::string("[activation]\nactivation=") + activation_key(l.op) + "\n");
         break;
       case ir::Op::BatchNorm2d:
         return Capability::no(layer_where(l) +
                               ": darknet folds batch normalisation into the convolution before "
-                              "it; this one does not directly follow a bias-free Conv2d read only "
+                              "it; this one does not directly follow a Conv2d read only "
                               "by it");
       case ir::Op::AvgPool2d:
         return Capability::no(layer_where(l) +
@@ -246,7 +250,7 @@ Capability darknet_plan(const ir::Model& m, DarknetPlan& p) {
                           ": the darknet adapter needs the logits from a final Dense layer, "
                           "followed by darknet's softmax/cross-entropy layer");
   p.logits = last;
-  emit({DarknetLayer::Softmax, {}, {}, {}, {}}, "[softmax]\ngroups=1\n");
+  emit({DarknetLayer::Softmax, {}, {}, {}, {}, false}, "[softmax]\ngroups=1\n");
   note(
       "flatten is free (darknet keeps [c][h][w] per example); a final [softmax] is darknet's "
       "loss layer, the logits are the output of the last [connected]");
@@ -268,6 +272,20 @@ Capability darknet_expressible(const ir::Model& m) {
   return darknet_plan(m, p);
 }
 
+std::int64_t darknet_weights_floats(const ir::Model& m) {
+  std::int64_t floats = 0;
+  for (const ir::WeightSpec& s : ir::weight_specs(m)) floats += shape_numel(s.shape);
+  DarknetPlan p;
+  if (!darknet_plan(m, p).ok) return floats;
+  for (const DarknetLayer& u : p.layers)
+    if (u.kind == DarknetLayer::Conv && u.conv_bias) {
+      const auto it = std::find_if(m.layers.begin(), m.layers.end(),
+                                   [&](const ir::Layer& l) { return l.name == u.conv; });
+      floats -= it->out;
+    }
+  return floats;
+}
+
 namespace {
 
 class WeightsFile {
@@ -281,11 +299,15 @@ class WeightsFile {
   }
   // Writes a whole weight tensor, checking it holds `count` floats.
   void put(const WeightSet& w, const std::string& name, std::int64_t count) {
-    const Tensor& t = w.at(name);
-    if (t.dtype() != DType::F32 || t.numel() != count)
-      throw InputError("weight " + name + ": " + shape_str(t.shape()) + " is not the " +
-                       std::to_string(count) + " floats the darknet layer holds");
+    const Tensor& t = checked(w, name, count);
     out_.write(reinterpret_cast<const char*>(t.raw()), static_cast<std::streamsize>(t.nbytes()));
+  }
+  // Writes a - b elementwise (both `count` floats), in float as Darknet computes.
+  void put_difference(const WeightSet& w, const std::string& a, const std::string& b,
+                      std::int64_t count) {
+    const auto av = checked(w, a, count).values<float>();
+    const auto bv = checked(w, b, count).values<float>();
+    for (std::size_t k = 0; k < av.size(); ++k) put<float>(av[k] - bv[k]);
   }
   void close() {
     out_.close();
@@ -293,6 +315,13 @@ class WeightsFile {
   }
 
  private:
+  static const Tensor& checked(const WeightSet& w, const std::string& name, std::int64_t count) {
+    const Tensor& t = w.at(name);
+    if (t.dtype() != DType::F32 || t.numel() != count)
+      throw InputError("weight " + name + ": " + shape_str(t.shape()) + " is not the " +
+                       std::to_string(count) + " floats the darknet layer holds");
+    return t;
+  }
   std::string path_;
   std::ofstream out_;
 };
@@ -338,7 +367,11 @@ DarknetFiles darknet_write(const ir::Model& m, const WeightSet& w, const std::st
         // shift, added after the normalisation and scale.
         out.put(w, u.bn + ".bias", o);
         out.put(w, u.bn + ".weight", o);
-        out.put(w, u.bn + ".running_mean", o);
+        if (u.conv_bias) {
+          out.put_difference(w, u.bn + ".running_mean", u.conv + ".bias", o);
+        } else {
+          out.put(w, u.bn + ".running_mean", o);
+        }
         out.put(w, u.bn + ".running_var", o);
       }
       out.put(w, u.conv + ".weight", k.numel());
