@@ -36,9 +36,7 @@ Status check_weights_file(const std::string& path, const ir::Model& m) {
     return Status::bad_input(input_where(
         path, 0, "too short for a Darknet weights header (" + std::to_string(size) + " bytes)"));
   const std::int64_t header = (ver[0] * 10 + ver[1] >= 2) ? 20 : 16;
-  std::int64_t floats = 0;
-  for (const ir::WeightSpec& s : ir::weight_specs(m)) floats += shape_numel(s.shape);
-  const std::int64_t want = header + 4 * floats;
+  const std::int64_t want = header + 4 * darknet_weights_floats(m);
   if (size != want)
     return Status::bad_input(input_where(path, std::min(size, want),
                                          "Darknet weights for model " + m.name + " (expected " +
