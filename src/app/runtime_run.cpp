@@ -129,6 +129,9 @@ json runtime_run(const RuntimeJob& job) {
 
   RunOptions ro;
   ro.threads = job.threads;
+  // The process's peak RSS is mostly the libraries crossdl links and the dataset; what the
+  // runtime itself holds shows as the growth of the resident set over export, load and the run.
+  const double rss_before = current_rss_mb();
   ExportOptions eo;
   eo.onnx_opset = job.opset;
   Artefact art;
@@ -157,6 +160,7 @@ json runtime_run(const RuntimeJob& job) {
   });
   if (!infer_status.is_ok()) return finish(status_name(infer_status), "infer: " + infer_status.message());
   r["accuracy"] = ev.accuracy;
+  r["rss_growth_mb"] = current_rss_mb() - rss_before;
   r["eval_seconds"] = ev.seconds;
   npy_write((fs::path(job.out_dir) / "logits.npy").string(), ev.logits);
   r["logits"] = "logits.npy";

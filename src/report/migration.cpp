@@ -94,7 +94,7 @@ std::string migration_section(const std::vector<CellRecord>& migrate, const std:
   dt.columns = {"model",   "trained in", "runtime",  "status",  "test n",  "accuracy",
                 "Δacc",    "disagree",   "max |Δ|",  "mean |Δ|", "max rel", "NaN/Inf",
                 "in tol",  "first diverging layer", "load (ms)", "p50 (ms)", "p95 (ms)",
-                "artefact (KB)", "format", "peak RSS (MB)"};
+                "artefact (KB)", "format", "RSS growth (MB)"};
   dt.key_columns = {"model", "trained in", "runtime", "status"};
   for (const auto& c : migrate) {
     if (c.status == "skipped") continue;
@@ -113,12 +113,14 @@ std::string migration_section(const std::vector<CellRecord>& migrate, const std:
          d.empty() ? "" : (d.value("within", false) ? "yes" : "no"), first_layer(c),
          fmt(num(m, "load_ms"), "%.0f"), fmt(num(lat, "p50"), "%.3f"), fmt(num(lat, "p95"), "%.3f"),
          fmt(num(art, "bytes") / 1024.0, "%.1f"), art.value("format", ""),
-         fmt(std::isnan(num(m, "peak_rss_mb")) ? c.child_peak_rss_mb : num(m, "peak_rss_mb"), "%.0f")});
+         fmt(num(m, "rss_growth_mb"), "%.1f")});
   }
   if (!dt.rows.empty()) {
     r += "Latency is one example per call (p50/p95 over the timed runs, after 3 untimed ones), "
-         "with the thread count stated in the provenance; peak RSS is the cell's whole process "
-         "(dataset and libraries included); test n is the number of test examples run.\n\n";
+         "with the thread count stated in the provenance; RSS growth is how much the cell's resident "
+         "set grew over export, load and the accuracy pass (the runtime's own memory; the process's "
+         "peak, libraries and dataset included, is in results.json); test n is the number of test "
+         "examples run.\n\n";
     r += md.table(dt);
   }
 

@@ -48,7 +48,7 @@ void print_table(const json& doc) {
               doc.value("threads", 1));
   std::printf("%-15s %-8s %-8s %-8s %-9s %-9s %-9s %-7s %-7s %-8s %-8s %-7s %-8s %s\n", "runtime",
               "status", "accuracy", "Δacc", "disagree", "max|Δ|", "mean|Δ|", "NaN/Inf", "in tol",
-              "load ms", "p50 ms", "p95 ms", "RSS MB", "size KB");
+              "load ms", "p50 ms", "p95 ms", "RSS +MB", "size KB");
   std::vector<std::string> notes;
   for (const auto& r : doc["runtimes"]) {
     const std::string name = r.value("runtime", "");
@@ -70,7 +70,7 @@ void print_table(const json& doc) {
                 fmt("%.2g", num(d, "max_abs")).c_str(), fmt("%.2g", num(d, "mean_abs")).c_str(),
                 nonfinite.c_str(), intol.c_str(), fmt("%.0f", num(r, "load_ms")).c_str(),
                 fmt("%.3f", num(lat, "p50")).c_str(), fmt("%.3f", num(lat, "p95")).c_str(),
-                fmt("%.0f", num(r, "peak_rss_mb")).c_str(),
+                fmt("%.1f", num(r, "rss_growth_mb")).c_str(),
                 fmt("%.1f", num(art, "bytes") / 1024.0).c_str());
     if (status != "ok") notes.push_back(name + " " + status + ": " + r.value("message", ""));
     if (r.contains("layer_diffs")) {
