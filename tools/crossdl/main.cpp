@@ -101,7 +101,7 @@ int cmd_doctor(bool as_json) {
     std::cout << out.dump(2) << "\n";
     return 0;
   }
-  std::printf("%-11s %-17s %-32s %-7s %-10s %s\n", "name", "kind", "library", "usable", "version",
+  std::printf("%-14s %-17s %-34s %-7s %-10s %s\n", "name", "kind", "library", "usable", "version",
               "note");
   for (const auto& r : rows) {
     std::string note = r["usable"].get<bool>() ? ""
@@ -109,7 +109,7 @@ int cmd_doctor(bool as_json) {
                                                      (r["install"].get<std::string>().empty()
                                                           ? ""
                                                           : "; " + r["install"].get<std::string>());
-    std::printf("%-11s %-17s %-32s %-7s %-10s %s\n", r["name"].get<std::string>().c_str(),
+    std::printf("%-14s %-17s %-34s %-7s %-10s %s\n", r["name"].get<std::string>().c_str(),
                 r["kind"].get<std::string>().c_str(), r["library"].get<std::string>().c_str(),
                 r["usable"].get<bool>() ? "yes" : "no", r["version"].get<std::string>().c_str(),
                 note.c_str());
