@@ -64,9 +64,7 @@ class DlibRuntime : public Runtime {
     return dlibx::guarded("export", [&] {
       std::unique_ptr<Net> net = dlibx::make_net(m, Mode::Eval);
       net->import_weights(w);
-      std::error_code ec;
-      fs::create_directories(dir, ec);
-      if (ec) throw InputError("dlib runtime: cannot create " + dir + ": " + ec.message());
+      export_dir_create(dir);
       const fs::path file = fs::path(dir) / (m.name + ".dnn");
       {
         std::ofstream os(file, std::ios::binary | std::ios::trunc);
@@ -75,12 +73,7 @@ class DlibRuntime : public Runtime {
         os.flush();
         if (!os) throw std::runtime_error("writing " + file.string() + " failed");
       }
-      out = Artefact{};
-      out.format = "dlib";
-      out.dir = dir;
-      out.files = {file.string()};
-      out.bytes = fs::file_size(file);
-      out.conversions = kConversions;
+      out = artefact_of("dlib", dir, {file.string()}, kConversions);
     });
   }
 

@@ -116,19 +116,11 @@ class OpencvDarknetRuntime : public Runtime {
     if (Capability c = supports(m); !c.ok) return Status::unsupported(c.why);
     DarknetFiles files;
     Status s = opencv_detail::guarded("export", [&] {
-      std::error_code ec;
-      fs::create_directories(dir, ec);
-      if (ec) throw InputError(dir + ": cannot create the export folder: " + ec.message());
+      export_dir_create(dir);
       files = darknet_write(m, w, dir, 1);
+      out = artefact_of("darknet", dir, {files.cfg, files.weights}, files.conversions);
     });
-    if (!s.is_ok()) return s;
-    out = {};
-    out.format = "darknet";
-    out.dir = dir;
-    out.files = {files.cfg, files.weights};
-    out.bytes = fs::file_size(files.cfg) + fs::file_size(files.weights);
-    out.conversions = files.conversions;
-    return Status::ok();
+    return s;
   }
 
   std::unique_ptr<Runner> load(const Artefact& a, const ir::Model& m, const RunOptions& opt,

@@ -255,22 +255,10 @@ class OrtRuntime : public Runtime {
   Status export_model(const ir::Model& m, const WeightSet& w, const std::string& dir,
                       const ExportOptions& opt, Artefact& out) override {
     if (Capability c = supports(m); !c.ok) return Status::unsupported(c.why);
-    const std::string path = (fs::path(dir) / (m.name + ".onnx")).string();
     Status s = guarded_call("export", "onnx", [&] {
-      std::error_code ec;
-      fs::create_directories(dir, ec);
-      if (ec) throw InputError(dir + ": cannot create the export folder: " + ec.message());
-      OnnxWriteOptions o;
-      o.opset = opt.onnx_opset;
-      o.layer_outputs = opt.layer_outputs;
-      onnx_write(path, m, w, o);
+      out = onnx_artefact(m, w, dir, opt.onnx_opset, opt.layer_outputs);
     });
     if (!s.is_ok()) return s;
-    out = {};
-    out.format = "onnx";
-    out.dir = dir;
-    out.files = {path};
-    out.bytes = fs::file_size(path);
     out.conversions =
         "none (ONNX initializers keep PyTorch's layouts; LSTM/GRU gates regrouped "
         "IFGO->IOFC / RZN->ZRN)";

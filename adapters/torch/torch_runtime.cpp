@@ -62,7 +62,13 @@ std::string literal(double v) {
 }
 
 std::string ints(std::int64_t a, std::int64_t b) {
-  return "[" + std::to_string(a) + ", " + std::to_string(b) + "]";
+  // Appended piece by piece: GCC 12 warns falsely (-Wrestrict) on `"[" + std::to_string(a)`.
+  std::string s = "[";
+  s += std::to_string(a);
+  s += ", ";
+  s += std::to_string(b);
+  s += "]";
+  return s;
 }
 
 // The module attribute for each IR weight: its name with every character that cannot appear in
@@ -226,7 +232,7 @@ void check_input(const ir::Model& m, const Tensor& x) {
   want[0] = x.rank() > 0 ? x.dim(0) : 0;
   if (x.dtype() != m.input_dtype || x.shape() != want || want[0] < 1)
     throw InputError("torchscript runtime: expected a " + std::string(dtype_name(m.input_dtype)) +
-                     " batch [N" + shape_str(m.input_shape).replace(0, 1, ",") + ", got " +
+                     " batch [N," + shape_str(m.input_shape).substr(1) + ", got " +
                      std::string(dtype_name(x.dtype())) + " " + shape_str(x.shape()));
 }
 
@@ -289,16 +295,10 @@ class TorchScriptRuntime : public Runtime {
       w.check_against(m);
       const Script s = generate(m);
       torch::jit::Module mod = build_module(m, w, s);
-      std::error_code ec;
-      std::filesystem::create_directories(dir, ec);
-      if (ec) throw InputError(dir + ": cannot create the directory: " + ec.message());
+      export_dir_create(dir);
       const std::string path = (std::filesystem::path(dir) / (m.name + ".pt")).string();
       mod.save(path);
-      Artefact a;
-      a.format = "torchscript";
-      a.dir = dir;
-      a.files = {path};
-      a.bytes = std::filesystem::file_size(path);
+      Artefact a = artefact_of("torchscript", dir, {path}, "");
       // The rule, and the names it does not explain; weight_names() in the module has them all.
       std::string odd;
       for (const auto& [ir_name, attr_name] : s.attrs) {

@@ -54,6 +54,17 @@ class Runtime {
                                        const RunOptions& opt, Status& status) = 0;
 };
 
+// ---- helpers for exporters (src/core/artefact.cpp) ------------------------------------------
+// Creates the export folder (and its parents); InputError naming it when that fails.
+void export_dir_create(const std::string& dir);
+// The artefact record of files an exporter wrote: `bytes` is their total size on disk.
+Artefact artefact_of(std::string format, std::string dir, std::vector<std::string> files,
+                     std::string conversions);
+// For runtimes that read crossdl's ONNX file: writes <dir>/<model name>.onnx (every layer output
+// as a graph output when `layer_outputs`) and returns its record. Throws InputError.
+Artefact onnx_artefact(const ir::Model& m, const WeightSet& w, const std::string& dir, int opset,
+                       bool layer_outputs);
+
 // Every runtime built into this crossdl, by CLI name ("torch", "opencv", "ort"...).
 std::vector<std::string> runtime_names();
 // Throws InputError naming the runtime and listing the built-in ones; an unbuilt known runtime

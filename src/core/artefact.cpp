@@ -1,0 +1,39 @@
+// What every exporter does around writing its files: make the folder, record what was written.
+#include <filesystem>
+#include <system_error>
+
+#include "crossdl/onnx_io.h"
+#include "crossdl/runtime.h"
+
+namespace crossdl {
+
+void export_dir_create(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) throw InputError(dir + ": cannot create the export folder: " + ec.message());
+}
+
+Artefact artefact_of(std::string format, std::string dir, std::vector<std::string> files,
+                     std::string conversions) {
+  Artefact a;
+  a.format = std::move(format);
+  a.dir = std::move(dir);
+  for (const auto& f : files) a.bytes += std::filesystem::file_size(f);
+  a.files = std::move(files);
+  a.conversions = std::move(conversions);
+  return a;
+}
+
+Artefact onnx_artefact(const ir::Model& m, const WeightSet& w, const std::string& dir, int opset,
+                       bool layer_outputs) {
+  export_dir_create(dir);
+  const std::string path = (std::filesystem::path(dir) / (m.name + ".onnx")).string();
+  OnnxWriteOptions o;
+  o.opset = opset;
+  o.layer_outputs = layer_outputs;
+  onnx_write(path, m, w, o);
+  return artefact_of("onnx", dir, {path},
+                     layer_outputs ? "every layer output is a graph output" : "");
+}
+
+}  // namespace crossdl
