@@ -68,6 +68,20 @@ inline Dataset fashion_subset(std::int64_t train, std::int64_t test) {
   return load_dataset("fashion-mnist", o);
 }
 
+// The logits the torch framework gives for x on (m, w), the reference of the runtime tests; a
+// failure is a test failure and leaves the tensor empty.
+inline Tensor torch_logits(const ir::Model& m, const WeightSet& w, const Tensor& x) {
+  Status st;
+  auto r = make_framework("torch")->load(m, w, RunOptions{}, st);
+  EXPECT_TRUE(st.is_ok()) << st.message();
+  Tensor y;
+  if (r) {
+    st = r->infer(x, y);
+    EXPECT_TRUE(st.is_ok()) << st.message();
+  }
+  return y;
+}
+
 inline std::vector<std::int64_t> first_n(std::int64_t n) {
   std::vector<std::int64_t> v(static_cast<std::size_t>(n));
   std::iota(v.begin(), v.end(), 0);

@@ -20,11 +20,13 @@
 #include "support.h"
 
 #include "app_support.h"
+#include "crossdl/compare.h"
 
 using namespace crossdl;
 using test::fashion_subset;
 using test::first_n;
 using test::max_abs_diff;
+using test::torch_logits;
 
 namespace {
 
@@ -43,32 +45,6 @@ const Dataset& data() {
 
 Tensor images(std::int64_t n) {
   return make_batch(data(), data().test, first_n(n));
-}
-
-std::vector<std::int64_t> argmax_rows(const Tensor& logits) {
-  std::vector<std::int64_t> out;
-  const auto v = logits.values<float>();
-  const std::int64_t c = logits.dim(1);
-  for (std::int64_t r = 0; r < logits.dim(0); ++r) {
-    std::int64_t best = 0;
-    for (std::int64_t j = 1; j < c; ++j)
-      if (v[static_cast<std::size_t>(r * c + j)] > v[static_cast<std::size_t>(r * c + best)])
-        best = j;
-    out.push_back(best);
-  }
-  return out;
-}
-
-Tensor torch_logits(const ir::Model& m, const WeightSet& w, const Tensor& x) {
-  Status st;
-  auto r = make_framework("torch")->load(m, w, RunOptions{}, st);
-  EXPECT_TRUE(st.is_ok()) << st.message();
-  Tensor out;
-  if (r) {
-    st = r->infer(x, out);
-    EXPECT_TRUE(st.is_ok()) << st.message();
-  }
-  return out;
 }
 
 std::unique_ptr<Runner> load_ort(const ir::Model& m, const WeightSet& w, const std::string& tag,

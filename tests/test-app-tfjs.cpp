@@ -17,12 +17,14 @@
 #include "crossdl/zoo.h"
 
 #include "app_support.h"
+#include "crossdl/compare.h"
 #include "support.h"
 
 using namespace crossdl;
 using test::fashion_subset;
 using test::first_n;
 using test::max_abs_diff;
+using test::torch_logits;
 
 namespace {
 
@@ -52,30 +54,11 @@ WeightSet weights_for(const ir::Model& m, std::uint64_t seed) {
   return w;
 }
 
-std::vector<std::int64_t> top1(const Tensor& logits) {
-  const auto v = logits.values<float>();
-  const std::int64_t n = logits.dim(0), k = logits.dim(1);
-  std::vector<std::int64_t> out;
-  for (std::int64_t i = 0; i < n; ++i)
-    out.push_back(std::max_element(v.begin() + i * k, v.begin() + (i + 1) * k) -
-                  (v.begin() + i * k));
-  return out;
-}
-
 std::unique_ptr<Runner> torch_runner(const ir::Model& m, const WeightSet& w) {
   Status st;
   auto r = make_framework("torch")->load(m, w, RunOptions{}, st);
   EXPECT_TRUE(st.is_ok()) << st.message();
   return r;
-}
-
-Tensor torch_logits(const ir::Model& m, const WeightSet& w, const Tensor& x) {
-  Tensor y;
-  if (auto r = torch_runner(m, w)) {
-    const Status st = r->infer(x, y);
-    EXPECT_TRUE(st.is_ok()) << st.message();
-  }
-  return y;
 }
 
 Tensor images(std::int64_t n) {
@@ -158,7 +141,7 @@ TEST_F(TfjsRuntimeTest, LogitsMatchTorchOnFashionMnist) {
         "ms (%s)\n",
         name, d, static_cast<long long>(x.dim(0)), load_ms, infer_ms, a.conversions.c_str());
     EXPECT_LT(d, 1e-4);
-    EXPECT_EQ(top1(got), top1(want));
+    EXPECT_EQ(argmax_rows(got), argmax_rows(want));
   }
 }
 
@@ -177,7 +160,7 @@ TEST_F(TfjsRuntimeTest, TextLstmWithEmbeddingMatchesTorch) {
   const double d = max_abs_diff(got, want);
   std::printf("[ tfjs ] text lstm: max |logit - torch| = %.3g (%s)\n", d, a.conversions.c_str());
   EXPECT_LT(d, 1e-4);
-  EXPECT_EQ(top1(got), top1(want));
+  EXPECT_EQ(argmax_rows(got), argmax_rows(want));
 }
 
 // TF.js' GRUCell has no reset_after=true, and PyTorch's GRU needs it: a skip naming the layer.

@@ -14,12 +14,14 @@
 #include "crossdl/zoo.h"
 
 #include "app_support.h"
+#include "crossdl/compare.h"
 #include "support.h"
 
 using namespace crossdl;
 using test::fashion_subset;
 using test::first_n;
 using test::max_abs_diff;
+using test::torch_logits;
 
 namespace {
 
@@ -54,28 +56,6 @@ WeightSet weights_for(const ir::Model& m, std::uint64_t seed) {
     fill("running_var", 0.4, 2.0);
   }
   return w;
-}
-
-std::vector<std::int64_t> top1(const Tensor& logits) {
-  const auto v = logits.values<float>();
-  const std::int64_t n = logits.dim(0), k = logits.dim(1);
-  std::vector<std::int64_t> out;
-  for (std::int64_t i = 0; i < n; ++i)
-    out.push_back(std::max_element(v.begin() + i * k, v.begin() + (i + 1) * k) -
-                  (v.begin() + i * k));
-  return out;
-}
-
-Tensor torch_logits(const ir::Model& m, const WeightSet& w, const Tensor& x) {
-  Status st;
-  auto r = make_framework("torch")->load(m, w, RunOptions{}, st);
-  EXPECT_TRUE(st.is_ok()) << st.message();
-  Tensor y;
-  if (r) {
-    st = r->infer(x, y);
-    EXPECT_TRUE(st.is_ok()) << st.message();
-  }
-  return y;
 }
 
 // Each layer's output from torch: the model cut after that layer (test::prefix_model) run by torch.
@@ -149,7 +129,7 @@ TEST_P(TfliteFiles, LogitsMatchTorchOnFashionMnist) {
     std::printf("[ %s ] %s: max |logit - torch| = %.3g over %lld images (%s)\n", GetParam().runtime,
                 name, d, static_cast<long long>(x.dim(0)), a.conversions.c_str());
     EXPECT_LT(d, 1e-4);
-    EXPECT_EQ(top1(got), top1(want));
+    EXPECT_EQ(argmax_rows(got), argmax_rows(want));
   }
 }
 
@@ -174,7 +154,7 @@ TEST_P(TfliteFiles, Vgg16MatchesTorch) {
   std::printf("[ %s ] vgg16: max |logit - torch| = %.3g over %lld inputs\n", GetParam().runtime, d,
               static_cast<long long>(n));
   EXPECT_LT(d, 1e-4);
-  EXPECT_EQ(top1(got), top1(want));
+  EXPECT_EQ(argmax_rows(got), argmax_rows(want));
 }
 
 // Pools whose padding TFLite can say as SAME: a padded max pool must ignore the padding and a
@@ -360,7 +340,7 @@ TEST_P(TfliteFiles, RecurrentModelsMatchTorch) {
     std::printf("[ %s ] %s: max |logit - torch| = %.3g over %lld samples\n", GetParam().runtime,
                 tag.c_str(), d, static_cast<long long>(n));
     EXPECT_LT(d, 1e-4);
-    EXPECT_EQ(top1(got), top1(want));
+    EXPECT_EQ(argmax_rows(got), argmax_rows(want));
   }
 }
 
