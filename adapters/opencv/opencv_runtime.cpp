@@ -2,8 +2,6 @@
 // ONNX file with readNetFromONNX. OpenCV's ONNX importer names each layer after its node's first
 // output, and crossdl's writer names that output after the IR layer, so layer outputs map back by
 // name (docs in README.md).
-#include <onnx/checker.h>
-#include <onnx/onnx_pb.h>
 
 #include <opencv2/core.hpp>
 #include <opencv2/core/utils/logger.hpp>
@@ -26,26 +24,6 @@ namespace crossdl {
 namespace {
 
 namespace fs = std::filesystem;
-
-// A truncated or corrupt file is the user's input: say so with the file named before OpenCV's
-// parser (which reports such files with an internal assertion) sees it.
-Status check_onnx_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status::bad_input(path + ": cannot open the ONNX artefact");
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  onnx::ModelProto mp;
-  if (bytes.empty() || !mp.ParseFromString(bytes))
-    return Status::bad_input(input_where(path, 0,
-                                         "not a valid ONNX protobuf (" +
-                                             std::to_string(bytes.size()) +
-                                             " bytes; truncated or corrupt?)"));
-  try {
-    onnx::checker::check_model(mp);
-  } catch (const std::exception& e) {
-    return Status::bad_input(path + ": fails the ONNX checker: " + e.what());
-  }
-  return Status::ok();
-}
 
 class OpencvOnnxRuntime : public Runtime {
  public:
@@ -91,7 +69,7 @@ class OpencvOnnxRuntime : public Runtime {
           Status::bad_input("opencv: threads must be >= 1, got " + std::to_string(opt.threads));
       return nullptr;
     }
-    if (status = check_onnx_file(a.files[0]); !status.is_ok()) return nullptr;
+    if (status = onnx_check_file(a.files[0]); !status.is_ok()) return nullptr;
     cv::dnn::Net net;
     status = opencv_detail::guarded("load " + a.files[0], [&] {
       cv::setNumThreads(opt.threads);

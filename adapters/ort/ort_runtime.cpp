@@ -1,8 +1,6 @@
 // The `ort` runtime: ONNX Runtime (onnxruntime-node 1.30, CPU execution provider) driven through
 // one long-lived Node helper per Runner (web/ort-helper.mjs, docs/ort-protocol.md). The artefact
 // is crossdl's own ONNX file; the helper never sees the IR.
-#include <onnx/checker.h>
-#include <onnx/onnx_pb.h>
 
 #include <chrono>
 #include <cstring>
@@ -67,26 +65,6 @@ std::string probe_version(std::string& why) {
     return "";
   }
   return reply["ort_version"].get<std::string>();
-}
-
-// A truncated or corrupt file is the user's input, not an ONNX Runtime failure: say so before
-// the helper sees it, with the file named.
-Status check_onnx_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status::bad_input(path + ": cannot open the ONNX artefact");
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  onnx::ModelProto mp;
-  if (bytes.empty() || !mp.ParseFromString(bytes))
-    return Status::bad_input(input_where(path, 0,
-                                         "not a valid ONNX protobuf (" +
-                                             std::to_string(bytes.size()) +
-                                             " bytes; truncated or corrupt?)"));
-  try {
-    onnx::checker::check_model(mp);
-  } catch (const std::exception& e) {
-    return Status::bad_input(path + ": fails the ONNX checker: " + e.what());
-  }
-  return Status::ok();
 }
 
 Tensor tensor_from_reply(const json& spec, const std::string& name, Status& st) {
@@ -282,7 +260,7 @@ class OrtRuntime : public Runtime {
       return nullptr;
     }
     const std::string& path = a.files[0];
-    if (status = check_onnx_file(path); !status.is_ok()) return nullptr;
+    if (status = onnx_check_file(path); !status.is_ok()) return nullptr;
 
     auto helper = std::make_unique<ort::HelperProcess>();
     if (status = helper->start(); !status.is_ok()) return nullptr;

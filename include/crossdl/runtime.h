@@ -65,6 +65,11 @@ Artefact artefact_of(std::string format, std::string dir, std::vector<std::strin
 Artefact onnx_artefact(const ir::Model& m, const WeightSet& w, const std::string& dir, int opset,
                        bool layer_outputs);
 
+// For runtimes that load an ONNX file: a truncated or corrupt file is the user's input, so it is
+// checked (protobuf parse, then the ONNX checker) before the library sees it, and the Status is
+// bad_input naming the file.
+Status onnx_check_file(const std::string& path);
+
 // Every runtime built into this crossdl, by CLI name ("torch", "opencv", "ort"...).
 std::vector<std::string> runtime_names();
 // Throws InputError naming the runtime and listing the built-in ones; an unbuilt known runtime

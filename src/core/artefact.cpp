@@ -1,5 +1,10 @@
 // What every exporter does around writing its files: make the folder, record what was written.
+#include <onnx/checker.h>
+#include <onnx/onnx_pb.h>
+
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <system_error>
 
 #include "crossdl/onnx_io.h"
@@ -34,6 +39,24 @@ Artefact onnx_artefact(const ir::Model& m, const WeightSet& w, const std::string
   onnx_write(path, m, w, o);
   return artefact_of("onnx", dir, {path},
                      layer_outputs ? "every layer output is a graph output" : "");
+}
+
+Status onnx_check_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::bad_input(path + ": cannot open the ONNX artefact");
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  onnx::ModelProto mp;
+  if (bytes.empty() || !mp.ParseFromString(bytes))
+    return Status::bad_input(input_where(path, 0,
+                                         "not a valid ONNX protobuf (" +
+                                             std::to_string(bytes.size()) +
+                                             " bytes; truncated or corrupt?)"));
+  try {
+    onnx::checker::check_model(mp);
+  } catch (const std::exception& e) {
+    return Status::bad_input(path + ": fails the ONNX checker: " + e.what());
+  }
+  return Status::ok();
 }
 
 }  // namespace crossdl
