@@ -71,11 +71,11 @@ const LIB_FILES = (() => {
   const tflite = '@tensorflow/tfjs-tflite/dist/';
   add('/lib/tflite/tf-tflite.min.js', tflite + 'tf-tflite.min.js');
   for (const v of ['', '_simd', '_threaded', '_simd_threaded']) {
-    add(`/lib/tflite/tflite_web_api_cc${v}.js`, `${tflite}tflite_task_library_client/tflite_web_api_cc${v}.js`);
-    add(`/lib/tflite/tflite_web_api_cc${v}.wasm`, `${tflite}tflite_task_library_client/tflite_web_api_cc${v}.wasm`);
+    add(`/lib/tflite/tflite_web_api_cc${v}.js`, `@tensorflow/tfjs-tflite/wasm/tflite_web_api_cc${v}.js`);
+    add(`/lib/tflite/tflite_web_api_cc${v}.wasm`, `@tensorflow/tfjs-tflite/wasm/tflite_web_api_cc${v}.wasm`);
     if (v.endsWith('threaded'))
       add(`/lib/tflite/tflite_web_api_cc${v}.worker.js`,
-          `${tflite}tflite_task_library_client/tflite_web_api_cc${v}.worker.js`);
+          `@tensorflow/tfjs-tflite/wasm/tflite_web_api_cc${v}.worker.js`);
   }
   return m;
 })();

@@ -173,30 +173,54 @@ const tfliteWeb = {
     };
   },
 
+  // The runner's input shape is fixed (tfjs-tflite has no resize): a batch of B samples on a
+  // batch-1 model runs as B invocations, outputs concatenated along the first axis.
   prepare(libs, t) {
     const ins = this.runner.getInputs();
     if (ins.length !== 1) throw new Error(`run: the model has ${ins.length} inputs; one is supported`);
     const info = ins[0];
     const shape = info.shape.split(',').map(Number);
-    if (shape.length !== t.shape.length || shape.some((d, i) => d !== t.shape[i]))
-      throw new Error(`run: input shape [${t.shape}] is not the model's [${shape}] (the TFLite runner has a fixed shape)`);
+    const same = (a, b) => a.length === b.length && a.every((d, i) => d === b[i]);
+    let batch = 1;
+    if (!same(shape, t.shape)) {
+      if (shape[0] === 1 && t.shape.length === shape.length && same(shape.slice(1), t.shape.slice(1))) batch = t.shape[0];
+      else throw new Error(`run: input shape [${t.shape}] does not fit the model's fixed [${shape}]`);
+    }
+    let values;
     if (info.dataType === 'float32') {
       if (t.dtype !== 'f32') throw new Error(`run: the model's input is float32, got ${t.dtype}`);
-      return { info, values: t.data };
+      values = t.data;
+    } else if (info.dataType === 'int32') {
+      values = toInt32(t, 'input');
+    } else {
+      throw new Error(`run: input type ${info.dataType} is not supported`);
     }
-    if (info.dataType === 'int32') return { info, values: toInt32(t, 'input') };
-    throw new Error(`run: input type ${info.dataType} is not supported`);
+    return { info, values, batch, per: values.length / batch };
   },
 
   async infer(libs, x, names) {
-    x.info.data().set(x.values);
-    if (!this.runner.infer()) throw new Error('TFLite inference failed (TFLiteWebModelRunner.infer returned false)');
-    const out = {};
-    for (const o of this.runner.getOutputs()) {
-      if (!names.includes(o.name)) continue;
+    const outs = this.runner.getOutputs().filter((o) => names.includes(o.name));
+    for (const o of outs)
       if (o.dataType !== 'float32') throw new Error(`output ${o.name} has type ${o.dataType}, not float32`);
-      out[o.name] = { shape: o.shape.split(',').map(Number), values: Float32Array.from(o.data()) };
+    const acc = outs.map((o) => {
+      const shape = o.shape.split(',').map(Number);
+      const per = shape.reduce((a, b) => a * b, 1);
+      if (x.batch > 1) {
+        if (shape[0] !== 1) throw new Error(`output ${o.name} has shape [${shape}]: cannot batch a batch-1 model`);
+        shape[0] = x.batch;
+      }
+      return { name: o.name, shape, per, values: new Float32Array(per * x.batch) };
+    });
+    const input = x.info.data();
+    for (let b = 0; b < x.batch; ++b) {
+      input.set(x.values.subarray(b * x.per, (b + 1) * x.per));
+      if (!this.runner.infer()) throw new Error('TFLite inference failed (TFLiteWebModelRunner.infer returned false)');
+      // Output buffers are views into the wasm heap: fetch them after every invocation.
+      const now = this.runner.getOutputs();
+      for (const a of acc) a.values.set(now.find((o) => o.name === a.name).data(), b * a.per);
     }
+    const out = {};
+    for (const a of acc) out[a.name] = { shape: a.shape, values: a.values };
     return out;
   },
 

@@ -32,7 +32,8 @@ function loadScript(src) {
 const GLOBALS = {
   'tfjs': () => window.tf,
   'tfjs-wasm': () => window.tf && window.tf.wasm,
-  'tfjs-webgpu': () => window.tf && window.tf.webgpu,
+  // tf-backend-webgpu's UMD build adds its exports to the tf namespace itself.
+  'tfjs-webgpu': () => window.tf && window.tf.findBackendFactory('webgpu') && window.tf,
   'ort': () => window.ort,
   'tflite': () => window.tflite,
 };
