@@ -10,63 +10,25 @@
 // BatchNorm is TF.js' own in training mode (model.apply(x, {training: true})): batch statistics
 // with the biased variance for the output, as PyTorch, but the moving variance is updated with the
 // biased batch variance where PyTorch uses the unbiased one (adapters/tfjs-train/README.md).
-// The same module runs in Node and in the page: no Node-only API (Buffer, fs) is used.
+// The same module runs in Node and in the page (libs.fetchBytes reads the artefact files).
+
+import { decodeTensor, encodeF32, toInt32 } from './tensor.mjs';
 
 const TRAIN_OPTIMIZERS = ['sgd', 'adam'];
 
 let state = null;
 
-// ---- tensors on the wire ------------------------------------------------------------------------
+// ---- tensors on the wire (tensor.mjs) -----------------------------------------------------------
 
-function base64ToBytes(text) {
-  const bin = atob(text);
-  const out = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; ++i) out[i] = bin.charCodeAt(i);
-  return out;
+// A wire tensor as a TF.js tensor: f32 as float32; i64 and i32 as int32 (TF.js has no int64).
+function toTf(tf, spec, what) {
+  const t = decodeTensor(spec, what);
+  if (t.dtype === 'f32') return tf.tensor(t.data, t.shape, 'float32');
+  return tf.tensor(toInt32(t, what), t.shape, 'int32');
 }
 
-function bytesToBase64(bytes) {
-  let bin = '';
-  const chunk = 0x8000;
-  for (let i = 0; i < bytes.length; i += chunk)
-    bin += String.fromCharCode.apply(null, bytes.subarray(i, i + chunk));
-  return btoa(bin);
-}
-
-// A request tensor as a TF.js tensor: f32 as float32; i64 and i32 as int32 (TF.js has no int64),
-// refusing a value that does not fit.
-function decodeTensor(tf, spec, what) {
-  if (spec === null || typeof spec !== 'object') throw new Error(`${what}: not a tensor object`);
-  if (!Array.isArray(spec.shape) || !spec.shape.every((d) => Number.isInteger(d) && d >= 0))
-    throw new Error(`${what}: shape must be an array of non-negative integers`);
-  if (typeof spec.data !== 'string') throw new Error(`${what}: data must be a base64 string`);
-  const width = { f32: 4, i32: 4, i64: 8 }[spec.dtype];
-  if (!width) throw new Error(`${what}: dtype '${spec.dtype}' is not f32, i32 or i64`);
-  const bytes = base64ToBytes(spec.data);
-  const count = spec.shape.reduce((a, b) => a * b, 1);
-  if (bytes.length !== count * width)
-    throw new Error(`${what}: ${bytes.length} data bytes for ${spec.dtype} [${spec.shape}], ` +
-                    `expected ${count * width}`);
-  if (spec.dtype === 'f32') return tf.tensor(new Float32Array(bytes.buffer), spec.shape, 'float32');
-  if (spec.dtype === 'i32') return tf.tensor(new Int32Array(bytes.buffer), spec.shape, 'int32');
-  const wide = new BigInt64Array(bytes.buffer);
-  const narrow = new Int32Array(count);
-  for (let i = 0; i < count; ++i) {
-    if (wide[i] < -2147483648n || wide[i] > 2147483647n)
-      throw new Error(`${what}: value ${wide[i]} at index ${i} does not fit int32`);
-    narrow[i] = Number(wide[i]);
-  }
-  return tf.tensor(narrow, spec.shape, 'int32');
-}
-
-async function encodeF32(t) {
-  const d = await t.data();
-  const f = d instanceof Float32Array ? d : Float32Array.from(d);
-  return {
-    dtype: 'f32',
-    shape: t.shape.slice(),
-    data: bytesToBase64(new Uint8Array(f.buffer, f.byteOffset, f.byteLength)),
-  };
+async function encode(t) {
+  return encodeF32(t.shape, await t.data());
 }
 
 function asBytes(data, what) {
@@ -182,10 +144,10 @@ async function train_step(libs, req) {
   const s = needState('train_step');
   const lr = req.lr;
   if (typeof lr !== 'number' || !(lr > 0)) throw new Error('train_step: lr must be a positive number');
-  const x = decodeTensor(tf, req.x, 'train_step: x');
+  const x = toTf(tf, req.x, 'train_step: x');
   let labels;
   try {
-    labels = decodeTensor(tf, req.labels, 'train_step: labels');
+    labels = toTf(tf, req.labels, 'train_step: labels');
   } catch (e) {
     x.dispose();
     throw e;
@@ -261,11 +223,11 @@ async function train_step(libs, req) {
 async function train_infer(libs, req) {
   const tf = libs.tf;
   const s = needState('train_infer');
-  const x = decodeTensor(tf, req.x, 'train_infer: x');
+  const x = toTf(tf, req.x, 'train_infer: x');
   try {
     const t0 = performance.now();
     const y = s.model.predict(x, { batchSize: x.shape[0] });
-    const logits = await encodeF32(Array.isArray(y) ? y[y.length - 1] : y);
+    const logits = await encode(Array.isArray(y) ? y[y.length - 1] : y);
     const ms = performance.now() - t0;
     tf.dispose(y);
     return { logits, ms };
@@ -278,7 +240,7 @@ async function train_weights(libs) {
   const s = needState('train_weights');
   const t0 = performance.now();
   const weights = {};
-  for (const n of s.manifest) weights[n] = await encodeF32(s.byName.get(n).read());
+  for (const n of s.manifest) weights[n] = await encode(s.byName.get(n).read());
   return { weights, steps: s.steps, ms: performance.now() - t0 };
 }
 
