@@ -43,7 +43,7 @@ class Unsupported extends Error {
 
 const BROWSERS = {
   chromium: { exe: '/usr/bin/chromium', product: 'Chromium' },
-  firefox: { exe: '/usr/bin/firefox-esr', product: 'Firefox' },
+  firefox: { exe: '/usr/bin/firefox-esr', product: 'Firefox ESR' },
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -138,6 +138,7 @@ function startServer(artefactDir) {
       'Content-Type': MIME[extname(file)] ?? 'application/octet-stream',
       'Content-Length': st.size,
     });
+    if (process.env.CROSSDL_WEB_DEBUG) log(`http 200 ${req.method} ${path}`);
     if (req.method === 'HEAD') return res.end();
     createReadStream(file).on('error', () => res.destroy()).pipe(res);
   });
@@ -351,7 +352,9 @@ async function startBrowser(req, t0) {
   page.on('requestfailed', (r) => log(`request failed: ${r.url()}`));
   await page.goto(`http://127.0.0.1:${port}/harness/index.html`, { waitUntil: 'load' });
   await page.waitForFunction('window.crossdl && window.crossdl.ready', { timeout: 30000 });
-  const reply = JSON.parse(await page.evaluate((s) => window.crossdl.start(s), JSON.stringify(startArgs(req))));
+  const label = browserLabel(req.platform, await browser.version());
+  const args = { ...startArgs(req), browser: label };
+  const reply = JSON.parse(await page.evaluate((s) => window.crossdl.start(s), JSON.stringify(args)));
   if (!reply.ok) {
     const e = new Error(reply.error);
     e.unsupported = !!reply.unsupported;
@@ -359,7 +362,7 @@ async function startBrowser(req, t0) {
   }
   delete reply.ok;
   return {
-    browser: browserLabel(req.platform, await browser.version()),
+    browser: label,
     ...reply,
     browser_pid: state.browserPid,
     ms: performance.now() - t0,

@@ -113,6 +113,10 @@ const ortWeb = {
       executionMode: 'sequential',
     });
     const ms = performance.now() - t0;
+    // ONNX Runtime Web drops to 1 thread at its first session where threads cannot run.
+    const threads = ort.env.wasm.numThreads;
+    if (libs.backend === 'wasm' && threads !== libs.threads)
+      throw new Error(`ONNX Runtime Web runs ${threads} thread(s), not the requested ${libs.threads}`);
     return { inputs: this.session.inputNames, outputs: this.session.outputNames, ms };
   },
 
@@ -125,7 +129,18 @@ const ortWeb = {
   async infer(libs, x, names) {
     if (this.session.inputNames.length !== 1)
       throw new Error(`run: the model has ${this.session.inputNames.length} inputs; one is supported`);
-    const res = await this.session.run({ [this.session.inputNames[0]]: x }, names);
+    let res;
+    try {
+      res = await this.session.run({ [this.session.inputNames[0]]: x }, names);
+    } catch (e) {
+      const msg = String(e && e.message ? e.message : e);
+      // ONNX Runtime Web's WebGL backend (the onnxjs engine) reads a symbolic dimension
+      // (dim_param, e.g. a dynamic batch) as null and then refuses every input shape.
+      if (libs.backend === 'webgl' && /expected shape '[^']*(\[,|,,|,\])/.test(msg))
+        throw new Error(`${msg} (ONNX Runtime Web's WebGL backend rejects every input of a graph input ` +
+                        'with a symbolic dimension such as a dynamic batch)');
+      throw e;
+    }
     const out = {};
     for (const n of names) {
       const y = res[n];

@@ -126,9 +126,14 @@ async function initTfjs(host, libs, backend, threads) {
     const mt = await tf.env().getAsync('WASM_HAS_MULTITHREAD_SUPPORT');
     const wasm = await host.load('tfjs-wasm');
     actualThreads = typeof wasm.getThreadsCount === 'function' ? wasm.getThreadsCount() : (mt ? threads : 1);
-    if (actualThreads !== threads)
+    if (actualThreads !== threads) {
+      // tfjs-backend-wasm caps its XNNPACK pool at min(8, navigator.hardwareConcurrency / 2)
+      // threads, and runs 1 where the threaded build cannot load.
+      const cores = typeof navigator !== 'undefined' ? navigator.hardwareConcurrency : undefined;
       throw new Unsupported(`TF.js wasm in ${host.browser} runs ${threadsWord(actualThreads)}, not the ` +
-                            `requested ${threads} (multithread support: ${mt})`);
+                            `requested ${threads} (multithread build: ${mt}; it caps threads at ` +
+                            `hardwareConcurrency/2${cores ? ` = ${Math.floor(cores / 2)} here` : ''}, at most 8)`);
+    }
     device = `wasm ${simd ? 'simd' : 'without simd'}, ${threadsWord(actualThreads)}`;
   } else if (backend === 'cpu') {
     device = 'cpu (JavaScript)';
@@ -170,7 +175,7 @@ async function initTflite(host, libs, backend, threads) {
 }
 
 // Returns {libs, reply}: libs for harness.handle, reply fields for the start op.
-export async function initLibs(host, { runtime, backend, threads }) {
+export async function initLibs(host, { runtime, backend, threads = 1 }) {
   const where = host.browser;
   if (!(runtime in BACKENDS)) throw new Error(`start: runtime '${runtime}' is not one of ${Object.keys(BACKENDS).join(', ')}`);
   if (!BACKENDS[runtime].includes(backend))

@@ -79,7 +79,7 @@ window.crossdl = {
       const origin = location.origin;
       const host = {
         platform: /Firefox\//.test(navigator.userAgent) ? 'firefox' : 'chromium',
-        browser: browserName(),
+        browser: typeof args.browser === 'string' ? args.browser : browserName(),
         load,
         wasmPaths: { tfjs: `${origin}/lib/tfjs-wasm/`, ort: `${origin}/lib/ort/`, tflite: `${origin}/lib/tflite/` },
         fetchBytes,
