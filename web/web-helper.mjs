@@ -171,6 +171,18 @@ function childrenOf(pid) {
   return out;
 }
 
+function treePids(root) {
+  const seen = new Set();
+  const stack = [root];
+  while (stack.length) {
+    const pid = stack.pop();
+    if (seen.has(pid)) continue;
+    seen.add(pid);
+    stack.push(...childrenOf(pid));
+  }
+  return [...seen];
+}
+
 function pssTree(root) {
   const seen = new Set();
   const stack = [root];
@@ -225,13 +237,12 @@ function version(pkg) {
   }
 }
 
-const RUNTIMES = new Set(['tfjs', 'ort-web', 'tflite-web', 'tfjs-train']);
-
-function checkStart(req) {
-  if (!RUNTIMES.has(req.runtime))
-    throw new Error(`start: runtime '${req.runtime}' is not one of ${[...RUNTIMES].join(', ')}`);
-  if (typeof req.backend !== 'string' || req.backend === '')
-    throw new Error('start: backend must be a non-empty string');
+async function checkStart(req) {
+  const { BACKENDS } = await import(pathToFileURL(join(HARNESS_DIR, 'libs.mjs')).href);
+  if (!Object.hasOwn(BACKENDS, req.runtime))
+    throw new Error(`start: runtime '${req.runtime}' is not one of ${Object.keys(BACKENDS).join(', ')}`);
+  if (!BACKENDS[req.runtime].includes(req.backend))
+    throw new Error(`start: backend '${req.backend}' is not one of ${req.runtime}'s (${BACKENDS[req.runtime].join(', ')})`);
   if (req.platform !== 'node' && !(req.platform in BROWSERS))
     throw new Error(`start: platform '${req.platform}' is not one of node, ${Object.keys(BROWSERS).join(', ')}`);
   if (typeof req.artefact_dir !== 'string' || !isAbsolute(req.artefact_dir))
@@ -371,7 +382,7 @@ async function startBrowser(req, t0) {
 
 async function start(req) {
   if (state.started) throw new Error('start: this helper has already started a platform; start another helper');
-  checkStart(req);
+  await checkStart(req);
   state.started = true;
   state.platform = req.platform;
   state.artefactDir = resolve(req.artefact_dir);
@@ -379,7 +390,15 @@ async function start(req) {
   state.peakMb = 0;
   state.sampler = setInterval(sample, 100);
   state.sampler.unref();
-  return req.platform === 'node' ? startNode(req, t0) : startBrowser(req, t0);
+  try {
+    return await (req.platform === 'node' ? startNode(req, t0) : startBrowser(req, t0));
+  } catch (e) {
+    // A start that failed leaves nothing behind: the next start may try again.
+    await teardown();
+    Object.assign(state, { started: false, platform: null, harness: null, libs: null, rootPid: process.pid,
+      browserExited: null, pageErrors: [] });
+    throw e;
+  }
 }
 
 async function memory() {
@@ -454,42 +473,60 @@ async function handle(req) {
 // Shutdown: close the browser (killing its process group if it does not close in time), remove
 // the profile, stop the server.
 
+async function teardown() {
+  if (state.sampler) clearInterval(state.sampler);
+  state.sampler = null;
+  if (state.browser) {
+    const browser = state.browser;
+    state.browser = null;
+    state.page = null;
+    // Firefox's forkserver children leave the browser's process group: remember the whole tree.
+    const tree = state.browserPid ? treePids(state.browserPid) : [];
+    const closed = browser.close().then(() => true, () => false);
+    const timedOut = new Promise((ok) => setTimeout(() => ok(false), 5000).unref());
+    const clean = await Promise.race([closed, timedOut]);
+    // Whatever of its process group is left (a hung close, a child that outlived it) goes too.
+    killGroup(state.browserPid);
+    for (const pid of tree) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    if (!clean) log('the browser did not close in 5 s: its process group was killed');
+  }
+  state.browserPid = null;
+  if (state.server) state.server.close();
+  state.server = null;
+  if (state.profile) {
+    try {
+      rmSync(state.profile, { recursive: true, force: true, maxRetries: 3 });
+    } catch (e) {
+      log(`cannot remove profile ${state.profile}: ${e.message}`);
+    }
+  }
+  state.profile = null;
+}
+
+function killGroup(pid) {
+  if (!pid) return;
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+
 let closing = null;
 function shutdown() {
-  if (closing) return closing;
-  closing = (async () => {
-    if (state.sampler) clearInterval(state.sampler);
-    if (state.browser) {
-      const closed = state.browser.close().then(() => true, () => false);
-      const timedOut = new Promise((ok) => setTimeout(() => ok(false), 5000).unref());
-      if (!(await Promise.race([closed, timedOut])) && state.browserPid) {
-        try {
-          process.kill(-state.browserPid, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
-    }
-    if (state.server) state.server.close();
-    if (state.profile) {
-      try {
-        rmSync(state.profile, { recursive: true, force: true, maxRetries: 3 });
-      } catch (e) {
-        log(`cannot remove profile ${state.profile}: ${e.message}`);
-      }
-    }
-  })();
+  if (!closing) closing = teardown();
   return closing;
 }
 
+// Last resort at exit (synchronous): kill the browser's group, remove the profile.
 function killBrowserNow() {
-  if (state.browserPid) {
-    try {
-      process.kill(-state.browserPid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
+  killGroup(state.browserPid);
   if (state.profile) rmSync(state.profile, { recursive: true, force: true });
 }
 
