@@ -85,3 +85,25 @@ Tensor tfjs_output_to_ir(const ir::Model& m, const std::string& layer, const flo
                          std::size_t count, std::int64_t batch);
 
 }  // namespace crossdl
+
+// ---- reading weights back (src/formats/tfjs/tfjs_read.cpp) ----------------------------------------
+namespace crossdl {
+
+// TF.js weights by manifest name ("<Keras layer>/<param>", e.g. "conv1/kernel"), in the layouts
+// tfjs_write gives them.
+using TfjsWeights = std::map<std::string, Tensor>;
+
+// Reads the float32 weights a model.json lists from its weight files (tfjs_verify_files first:
+// a damaged artefact is an InputError naming the file).
+TfjsWeights tfjs_read_weights(const std::string& model_json);
+
+// The weight set of m from TF.js weights written for it: the exact inverse of tfjs_write's
+// conversions (HWIO -> OIHW, Dense [in,out] -> [out,in] with the HWC -> CHW row order after a
+// flatten, LSTM kernels transposed, BatchNorm gamma/beta/moving_mean/moving_variance), in the
+// order and layouts of ir::weight_specs. TF.js keeps one LSTM bias (b_ih + b_hh): it comes back as
+// bias_ih = that sum and bias_hh = 0, which compute the same. Names the TF.js side has beyond the
+// model's are ignored. Throws InputError naming the weight that is missing, not float32 or
+// misshapen, or the layer that TF.js cannot hold (GRU).
+WeightSet tfjs_weights_to_ir(const ir::Model& m, const TfjsWeights& w);
+
+}  // namespace crossdl
