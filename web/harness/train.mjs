@@ -7,11 +7,14 @@
 //    (no dampening, no Nesterov: torch.optim.SGD's defaults); momentum 0 keeps no buffer;
 //  - adam: g = grad + wd * p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
 //    p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps) (torch.optim.Adam, no amsgrad).
+// An LSTM's one TF.js bias (PyTorch's b_ih + b_hh) gets twice the gradient, as the sum of the two
+// PyTorch parameters moves under SGD (Adam on an LSTM is refused: see train_load).
 // BatchNorm is TF.js' own in training mode (model.apply(x, {training: true})): batch statistics
 // with the biased variance for the output, as PyTorch, but the moving variance is updated with the
 // biased batch variance where PyTorch uses the unbiased one (adapters/tfjs-train/README.md).
 // The same module runs in Node and in the page (libs.fetchBytes reads the artefact files).
 
+import { Unsupported } from './libs.mjs';
 import { decodeTensor, encodeF32, toInt32 } from './tensor.mjs';
 
 const TRAIN_OPTIMIZERS = ['sgd', 'adam'];
@@ -118,6 +121,18 @@ async function train_load(libs, req) {
   const trainableIds = new Set(model.trainableWeights.map((w) => w.id));
   const trainable = manifest.filter((n) => trainableIds.has(byName.get(n).id));
   const vars = trainable.map((n) => byName.get(n).read());
+  // PyTorch's LSTM has two biases (b_ih, b_hh) that TF.js holds as their sum. Both get the same
+  // gradient g, so under SGD the sum moves as a parameter whose gradient is 2g (weight decay and
+  // momentum are linear in it and carry over exactly); Adam normalises each half on its own,
+  // which the sum cannot reproduce, so it is refused.
+  const lstmBiases = new Set(
+      model.layers.filter((l) => l.getClassName() === 'LSTM').map((l) => `${l.name}/bias`));
+  const doubled = trainable.map((n) => lstmBiases.has(n));
+  if (optimizer === 'adam' && doubled.some((d) => d)) {
+    model.dispose();
+    throw new Unsupported('train_load: Adam on an LSTM: PyTorch normalises the updates of b_ih ' +
+                          'and b_hh separately, TF.js holds only their sum');
+  }
   const slots = trainable.map(() => ({}));
   if (optimizer === 'adam')
     for (let i = 0; i < vars.length; ++i) {
@@ -132,6 +147,7 @@ async function train_load(libs, req) {
     byName,
     trainable,
     vars,
+    doubled,
     slots,
     steps: 0,
     numClasses: outShape[outShape.length - 1],
@@ -179,6 +195,7 @@ async function train_step(libs, req) {
         const slot = s.slots[i];
         let g = grads[p.name];
         if (!g) throw new Error(`train_step: no gradient for ${s.trainable[i]}`);
+        if (s.doubled[i]) g = tf.mul(g, tf.scalar(2));
         if (wd) g = tf.add(g, tf.mul(p, wd));
         let update;
         if (o.optimizer === 'sgd') {
