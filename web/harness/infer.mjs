@@ -4,6 +4,7 @@
 // output names for tfjs, the graph output names for ort-web, the TFLite output tensor names for
 // tflite-web. Times are performance.now() differences taken here, values read back included.
 import { decodeTensor, encodeF32, sampleOf, toInt32 } from './tensor.mjs';
+import { fixInputDims, hasSymbolicInput } from './onnx-shape.mjs';
 
 const decoder = new TextDecoder();
 
@@ -95,43 +96,80 @@ const tfjs = {
 // ---------------------------------------------------------------------------------------------
 // ONNX Runtime Web (wasm, webgl, webgpu execution providers; exactly the one asked for).
 
+// ONNX Runtime Web's WebGL backend (its onnxjs engine) reads a symbolic input dimension
+// (dim_param, e.g. the dynamic batch crossdl's ONNX files have) as null and refuses every input
+// shape ("input tensor[0] check failed: expected shape '[,1,28,28]'"); it also keeps the first
+// run's input shape for good. So on webgl a model with a symbolic input runs, per input shape, a
+// session on a copy whose symbolic input dims are fixed to that shape (onnx-shape.mjs: nothing
+// else changes), created outside the timed part; the last few are kept.
+const WEBGL_SESSIONS = 4;
+
 const ortWeb = {
   session: null,
+  bytes: null,
+  byShape: new Map(),
+
+  async releaseAll() {
+    for (const s of this.byShape.values()) await s.release();
+    this.byShape.clear();
+    if (this.session) await this.session.release();
+    this.session = null;
+    this.bytes = null;
+  },
+
+  options(libs) {
+    return { executionProviders: [libs.backend], graphOptimizationLevel: 'all', executionMode: 'sequential' };
+  },
 
   async load(libs, req) {
     const { ort } = libs;
     const file = fileOf(req);
-    if (this.session) {
-      await this.session.release();
-      this.session = null;
-    }
+    await this.releaseAll();
     const t0 = performance.now();
     const bytes = await libs.fetchBytes(file);
-    this.session = await ort.InferenceSession.create(bytes, {
-      executionProviders: [libs.backend],
-      graphOptimizationLevel: 'all',
-      executionMode: 'sequential',
-    });
+    this.session = await ort.InferenceSession.create(bytes, this.options(libs));
+    if (libs.backend === 'webgl' && hasSymbolicInput(bytes)) this.bytes = bytes;
     const ms = performance.now() - t0;
     // ONNX Runtime Web drops to 1 thread at its first session where threads cannot run.
     const threads = ort.env.wasm.numThreads;
     if (libs.backend === 'wasm' && threads !== libs.threads)
       throw new Error(`ONNX Runtime Web runs ${threads} thread(s), not the requested ${libs.threads}`);
-    return { inputs: this.session.inputNames, outputs: this.session.outputNames, ms };
+    const reply = { inputs: this.session.inputNames, outputs: this.session.outputNames, ms };
+    if (this.bytes) reply.note = 'webgl: symbolic input dims are fixed per input shape (one session per shape)';
+    return reply;
   },
 
-  prepare(libs, t) {
+  async sessionFor(libs, shape) {
+    if (!this.bytes) return this.session;
+    const key = shape.join(',');
+    let s = this.byShape.get(key);
+    if (s) {
+      this.byShape.delete(key);  // most recently used last
+    } else {
+      const { bytes } = fixInputDims(this.bytes, { [this.session.inputNames[0]]: shape });
+      s = await libs.ort.InferenceSession.create(bytes, this.options(libs));
+      if (this.byShape.size >= WEBGL_SESSIONS) {
+        const [oldKey, old] = this.byShape.entries().next().value;
+        this.byShape.delete(oldKey);
+        await old.release();
+      }
+    }
+    this.byShape.set(key, s);
+    return s;
+  },
+
+  async prepare(libs, t) {
+    if (this.session.inputNames.length !== 1)
+      throw new Error(`run: the model has ${this.session.inputNames.length} inputs; one is supported`);
     const { ort } = libs;
     const type = t.dtype === 'f32' ? 'float32' : t.dtype === 'i64' ? 'int64' : 'int32';
-    return new ort.Tensor(type, t.data, t.shape);
+    return { tensor: new ort.Tensor(type, t.data, t.shape), session: await this.sessionFor(libs, t.shape) };
   },
 
   async infer(libs, x, names) {
-    if (this.session.inputNames.length !== 1)
-      throw new Error(`run: the model has ${this.session.inputNames.length} inputs; one is supported`);
     let res;
     try {
-      res = await this.session.run({ [this.session.inputNames[0]]: x }, names);
+      res = await x.session.run({ [x.session.inputNames[0]]: x.tensor }, names);
     } catch (e) {
       const msg = String(e && e.message ? e.message : e);
       // ONNX Runtime Web's WebGL backend (the onnxjs engine) reads a symbolic dimension
@@ -153,7 +191,7 @@ const ortWeb = {
   },
 
   release(libs, x) {
-    if (x.dispose) x.dispose();
+    if (x.tensor.dispose) x.tensor.dispose();
   },
 
   outputNames() {
@@ -269,7 +307,7 @@ export const ops = {
     if (!Array.isArray(names) || !names.every((n) => typeof n === 'string'))
       throw new Error('run: outputs must be an array of names');
     checkNames('run', names, r.outputNames());
-    const x = r.prepare(libs, t);
+    const x = await r.prepare(libs, t);
     try {
       const t0 = performance.now();
       const res = await r.infer(libs, x, names);
@@ -291,7 +329,7 @@ export const ops = {
     if (!Number.isInteger(warmup) || warmup < 0) throw new Error('time: warmup must be an integer >= 0');
     const names = r.outputNames();
     const one = async (s) => {
-      const x = r.prepare(libs, s);
+      const x = await r.prepare(libs, s);
       try {
         const t0 = performance.now();
         await r.infer(libs, x, names);
