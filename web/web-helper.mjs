@@ -11,9 +11,9 @@
 import { createRequire } from 'node:module';
 import { createInterface } from 'node:readline';
 import { createServer } from 'node:http';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, createReadStream } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, statSync, createReadStream } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, extname, isAbsolute, join, resolve, sep } from 'node:path';
+import { dirname, extname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { performance } from 'node:perf_hooks';
 
@@ -101,6 +101,15 @@ function inside(root, rel) {
   return p.startsWith(root.endsWith(sep) ? root : root + sep) ? p : null;
 }
 
+// No way out of the artefact folder through a symbolic link either.
+function realInside(file) {
+  try {
+    return inside(state.artefactReal, relative(state.artefactReal, realpathSync(file))) !== null;
+  } catch {
+    return false;
+  }
+}
+
 function startServer(artefactDir) {
   const server = createServer((req, res) => {
     const headers = {
@@ -133,6 +142,7 @@ function startServer(artefactDir) {
       return fail(404, `no such file: ${path}`);
     }
     if (!st.isFile()) return fail(404, `not a file: ${path}`);
+    if (path.startsWith('/artefact/') && !realInside(file)) return fail(403, `outside the artefact folder: ${path}`);
     res.writeHead(200, {
       ...headers,
       'Content-Type': MIME[extname(file)] ?? 'application/octet-stream',
@@ -210,6 +220,7 @@ const state = {
   started: false,
   platform: null,
   artefactDir: null,
+  artefactReal: null,  // artefactDir with symbolic links resolved
   server: null,
   browser: null,
   browserPid: null,
@@ -281,7 +292,8 @@ async function startNode(req, t0) {
     wasmPaths: null,  // the Node builds find their .wasm files themselves
     fetchBytes: async (file) => {
       const p = typeof file === 'string' ? inside(artefactDir, file) : null;
-      if (p === null) throw new Error(`artefact file '${file}' is not a relative path inside ${artefactDir}`);
+      if (p === null || (existsSync(p) && !realInside(p)))
+        throw new Error(`artefact file '${file}' is not a relative path inside ${artefactDir}`);
       let b;
       try {
         b = readFileSync(p);
@@ -386,6 +398,7 @@ async function start(req) {
   state.started = true;
   state.platform = req.platform;
   state.artefactDir = resolve(req.artefact_dir);
+  state.artefactReal = realpathSync(state.artefactDir);
   const t0 = performance.now();
   state.peakMb = 0;
   state.sampler = setInterval(sample, 100);
