@@ -206,7 +206,8 @@ class ArmnnRuntime : public Runtime {
 
 }  // namespace
 
-std::unique_ptr<Runtime> make_armnn_runtime() {
+std::unique_ptr<Runtime> make_armnn_runtime(const std::string& variant) {
+  require_no_variant("armnn", variant);
   return std::make_unique<ArmnnRuntime>();
 }
 

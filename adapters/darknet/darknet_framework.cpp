@@ -457,7 +457,8 @@ class DarknetFramework : public Framework {
 
 }  // namespace
 
-std::unique_ptr<Framework> make_darknet_framework() {
+std::unique_ptr<Framework> make_darknet_framework(const std::string& variant) {
+  require_no_variant("darknet", variant);
   return std::make_unique<DarknetFramework>();
 }
 

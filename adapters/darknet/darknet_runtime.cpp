@@ -363,7 +363,8 @@ class DarknetRuntime : public Runtime {
 
 }  // namespace
 
-std::unique_ptr<Runtime> make_darknet_runtime() {
+std::unique_ptr<Runtime> make_darknet_runtime(const std::string& variant) {
+  require_no_variant("darknet", variant);
   return std::make_unique<DarknetRuntime>();
 }
 

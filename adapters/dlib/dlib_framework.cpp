@@ -177,7 +177,8 @@ class DlibFramework : public Framework {
 
 }  // namespace
 
-std::unique_ptr<Framework> make_dlib_framework() {
+std::unique_ptr<Framework> make_dlib_framework(const std::string& variant) {
+  require_no_variant("dlib", variant);
   return std::make_unique<DlibFramework>();
 }
 

@@ -109,7 +109,8 @@ class DlibRuntime : public Runtime {
 
 }  // namespace
 
-std::unique_ptr<Runtime> make_dlib_runtime() {
+std::unique_ptr<Runtime> make_dlib_runtime(const std::string& variant) {
+  require_no_variant("dlib", variant);
   return std::make_unique<DlibRuntime>();
 }
 

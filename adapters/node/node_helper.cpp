@@ -12,6 +12,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #ifndef CROSSDL_SOURCE_DIR
@@ -73,6 +75,33 @@ class SigpipeBlock {
 constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 }  // namespace
+
+long long process_start_ticks(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  if (!std::getline(f, stat)) return -1;
+  const std::size_t close = stat.rfind(')');  // the command name may hold spaces
+  if (close == std::string::npos) return -1;
+  std::istringstream rest(stat.substr(close + 1));
+  std::string field;
+  // Fields 3.. follow the name; the start time is field 22.
+  for (int i = 3; i <= 22; ++i)
+    if (!(rest >> field)) return -1;
+  return std::atoll(field.c_str());
+}
+
+void record_child_group(pid_t pgid) {
+  const char* file = std::getenv("CROSSDL_CHILD_GROUPS_FILE");
+  if (file == nullptr || *file == '\0' || pgid <= 1) return;
+  // One short append per line: O_APPEND keeps lines whole when several writers share the file.
+  const int fd = ::open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd < 0) return;
+  // The leader's start time lets the reader tell the group from a later one with the same id.
+  const std::string line =
+      std::to_string(pgid) + " " + std::to_string(process_start_ticks(pgid)) + "\n";
+  (void)!::write(fd, line.data(), line.size());
+  ::close(fd);
+}
 
 std::string script_path(const char* env_var, const std::string& file_name) {
   if (const char* e = std::getenv(env_var); e != nullptr && *e != '\0') return e;
@@ -206,7 +235,10 @@ Status HelperProcess::start() {
   sigaddset(&dflt, SIGPIPE);
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &dflt);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  // Its own process group, so that killing the helper kills whatever it started with it.
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
   std::string arg0 = "node", arg1 = script;
   char* argv[] = {arg0.data(), arg1.data(), nullptr};
   pid_t pid = -1;
@@ -221,6 +253,7 @@ Status HelperProcess::start() {
     return Status::failed(spec_.label + ": cannot start " + node + ": " + std::strerror(rc));
   }
   pid_ = pid;
+  record_child_group(pid);
   in_ = pin[1];
   out_ = pout[0];
   err_ = perr[0];
@@ -268,24 +301,23 @@ void HelperProcess::stop(bool gracefully) {
     in_ = -1;
   }
   if (pid_ > 0) {
-    int status = 0;
-    bool reaped = false;
     if (gracefully) {
       const auto until = Clock::now() + std::chrono::seconds(3);
       while (Clock::now() < until) {
-        const pid_t r = ::waitpid(pid_, &status, WNOHANG);
-        if (r == pid_ || (r < 0 && errno == ECHILD)) {
-          reaped = true;
-          break;
-        }
+        // WNOWAIT: an exited helper stays a zombie, so its pid (the group id) cannot be reused
+        // before the group is killed below.
+        siginfo_t info{};
+        const int r = ::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT);
+        if ((r == 0 && info.si_pid == pid_) || (r < 0 && errno == ECHILD)) break;
         drain_stderr();
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
       }
     }
-    if (!reaped) {
-      ::kill(pid_, SIGKILL);
-      while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-      }
+    // The whole group: the helper and anything it started that did not leave the group.
+    ::kill(-pid_, SIGKILL);
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
     }
     pid_ = -1;
   }
@@ -344,16 +376,17 @@ Status HelperProcess::read_line(std::string& line, Clock::time_point deadline) {
           continue;
         }
         if (n == 0) {
-          int status = 0;
           std::string how = "closed its stdout";
           // Give the exit a moment to be reapable so that the message can say how it ended.
+          // WNOWAIT keeps the zombie (and so its group id) until fail() kills the group.
           for (int i = 0; i < 100; ++i) {
-            if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-              pid_ = -1;
-              if (WIFEXITED(status))
-                how = "exited with status " + std::to_string(WEXITSTATUS(status));
-              if (WIFSIGNALED(status))
-                how = "was killed by signal " + std::to_string(WTERMSIG(status));
+            siginfo_t info{};
+            if (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+                info.si_pid == pid_) {
+              if (info.si_code == CLD_EXITED)
+                how = "exited with status " + std::to_string(info.si_status);
+              else
+                how = "was killed by signal " + std::to_string(info.si_status);
               break;
             }
             std::this_thread::sleep_for(std::chrono::milliseconds(5));

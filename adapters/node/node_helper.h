@@ -34,6 +34,15 @@ std::string find_node();
 // 2-core machine loads in well under that; a hung helper must not hang a study cell forever).
 std::chrono::milliseconds reply_timeout(const char* env_var);
 
+// Child process groups that must not outlive a crossdl child killed from outside (a compare or
+// study timeout kills only its own group, and the helper and a browser run in groups of their
+// own): when $CROSSDL_CHILD_GROUPS_FILE names a file, "<pgid> <leader start time>" is appended
+// to it as one line (the start time in clock ticks, field 22 of /proc/<pid>/stat, -1 when
+// unknown), and whoever set the variable kills the groups listed there once the child has ended.
+void record_child_group(pid_t pgid);
+// Field 22 of /proc/<pid>/stat, or -1.
+long long process_start_ticks(pid_t pid);
+
 std::string base64_encode(const void* data, std::size_t n);
 // False (with `why`) on a character outside the alphabet or a bad length.
 bool base64_decode(const std::string& text, std::vector<unsigned char>& out, std::string& why);
@@ -46,12 +55,17 @@ class HelperProcess {
   explicit HelperProcess(HelperSpec spec);
   HelperProcess(const HelperProcess&) = delete;
   HelperProcess& operator=(const HelperProcess&) = delete;
-  // Closes the helper's stdin (it exits on EOF), waits briefly, then kills it; always reaps it.
+  // Closes the helper's stdin (it exits on EOF), waits briefly, then kills its process group;
+  // always reaps it.
   ~HelperProcess();
 
-  // Spawns `node <script>`; a failed Status says what was missing.
+  // Spawns `node <script>` in a process group of its own (recorded with record_child_group);
+  // a failed Status says what was missing.
   Status start();
   bool alive() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }  // also the process group id; -1 when not running
+  // Kills the helper's whole process group at once and reaps the helper.
+  void kill() { stop(false); }
   // Sends `request` (an "id" is added) and waits up to `timeout` for its reply. An {"ok":false}
   // reply is a failed Status with the helper's error; `reply` holds the whole object either way.
   Status call(nlohmann::json request, nlohmann::json& reply, std::chrono::milliseconds timeout);

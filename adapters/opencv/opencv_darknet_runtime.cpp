@@ -163,7 +163,8 @@ class OpencvDarknetRuntime : public Runtime {
 
 }  // namespace
 
-std::unique_ptr<Runtime> make_opencv_darknet_runtime() {
+std::unique_ptr<Runtime> make_opencv_darknet_runtime(const std::string& variant) {
+  require_no_variant("opencv-darknet", variant);
   return std::make_unique<OpencvDarknetRuntime>();
 }
 

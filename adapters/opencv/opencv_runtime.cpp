@@ -83,7 +83,8 @@ class OpencvOnnxRuntime : public Runtime {
 
 }  // namespace
 
-std::unique_ptr<Runtime> make_opencv_runtime() {
+std::unique_ptr<Runtime> make_opencv_runtime(const std::string& variant) {
+  require_no_variant("opencv", variant);
   return std::make_unique<OpencvOnnxRuntime>();
 }
 

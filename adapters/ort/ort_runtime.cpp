@@ -303,7 +303,8 @@ class OrtRuntime : public Runtime {
 
 }  // namespace
 
-std::unique_ptr<Runtime> make_ort_runtime() {
+std::unique_ptr<Runtime> make_ort_runtime(const std::string& variant) {
+  require_no_variant("ort", variant);
   return std::make_unique<OrtRuntime>();
 }
 

@@ -271,7 +271,8 @@ class TfjsRuntime : public Runtime {
 
 }  // namespace
 
-std::unique_ptr<Runtime> make_tfjs_runtime() {
+std::unique_ptr<Runtime> make_tfjs_runtime(const std::string& variant) {
+  require_no_variant("tfjs", variant);
   return std::make_unique<TfjsRuntime>();
 }
 

@@ -166,7 +166,8 @@ class TfliteRuntime : public Runtime {
 
 }  // namespace
 
-std::unique_ptr<Runtime> make_tflite_runtime() {
+std::unique_ptr<Runtime> make_tflite_runtime(const std::string& variant) {
+  require_no_variant("tflite", variant);
   return std::make_unique<TfliteRuntime>();
 }
 

@@ -445,7 +445,8 @@ class TorchFramework : public Framework {
 
 }  // namespace
 
-std::unique_ptr<Framework> make_torch_framework() {
+std::unique_ptr<Framework> make_torch_framework(const std::string& variant) {
+  require_no_variant("torch", variant);
   return std::make_unique<TorchFramework>();
 }
 
@@ -457,7 +458,8 @@ std::string probe_torch(std::string& why) {
 #if CROSSDL_TORCH_CUDA
 // The environment variable must be in place before anything initialises CUDA; the device string
 // records it (FrameworkInfo has no other place, and it decides whether GPU runs are reproducible).
-std::unique_ptr<Framework> make_torch_cuda_framework() {
+std::unique_ptr<Framework> make_torch_cuda_framework(const std::string& variant) {
+  require_no_variant("torch-cuda", variant);
   const std::string cublas = ensure_cublas_workspace_config();
   std::string device = "cuda:0";
   if (torch::cuda::is_available()) {

@@ -352,7 +352,8 @@ class TorchScriptRuntime : public Runtime {
 
 }  // namespace
 
-std::unique_ptr<Runtime> make_torch_runtime() {
+std::unique_ptr<Runtime> make_torch_runtime(const std::string& variant) {
+  require_no_variant("torch", variant);
   return std::make_unique<TorchScriptRuntime>();
 }
 

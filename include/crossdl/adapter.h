@@ -4,9 +4,11 @@
 // model" is a Capability, recorded as a skip with its reason.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "crossdl/ir.h"
@@ -55,6 +57,16 @@ struct LayerOutput {
   Tensor value;
 };
 
+// Figures only a runtime can see: the browser's memory (PSS, peak, JS heap), what a backend ran
+// on. Names are snake_case with their unit; the web runtimes give the numbers pss_mb,
+// peak_pss_mb, js_heap_mb (NaN: none reported), processes, timer_resolution_ms, start_ms and the
+// texts platform, browser, backend, device, js_heap_source, cross_origin_isolated. `crossdl
+// compare` stores them as one object, "facts", in each runtime's result.
+struct RunnerFacts {
+  std::vector<std::pair<std::string, double>> numbers;
+  std::vector<std::pair<std::string, std::string>> text;
+};
+
 // Inference on loaded weights; the model is in evaluation mode (BatchNorm uses running stats).
 class Runner {
  public:
@@ -68,6 +80,12 @@ class Runner {
   // A runtime that fuses layers (Conv+ReLU) reports the fused layer under the last IR name it
   // covers. Optional: the default says unsupported.
   virtual Status layer_outputs(const Tensor& x, std::vector<LayerOutput>& out);
+  // Per-sample batch-1 times in milliseconds for each of the R samples of xs (a batch [R, ...]),
+  // after `warmup` untimed runs on sample 0, measured where the runtime runs (in the page for a
+  // browser). The default infers each sample here, timed with steady_clock.
+  virtual Status timed_runs(const Tensor& xs, std::int64_t warmup, std::vector<double>& ms);
+  // What the runtime can say about itself after running (the default: nothing).
+  virtual RunnerFacts facts();
 };
 
 // One training run. The core drives it: it builds every minibatch, sets the learning rate of each
@@ -96,24 +114,43 @@ class Framework {
 
 class Runtime;  // crossdl/runtime.h
 
+// A framework or runtime name is `<base>[:<backend>][@<platform>]` ("torch", "tfjs:wasm@chromium").
+// The base names the registry entry; the variant (the text after it, "" or ":wasm@chromium") goes
+// to the adapter's factory, which throws InputError for a variant it does not know.
+struct BackendName {
+  std::string base;     // "tfjs"
+  std::string variant;  // ":wasm@chromium", or ""
+};
+BackendName split_backend_name(const std::string& name);
+// For adapters without variants: InputError("<base>: no variants (got '<variant>')") when
+// `variant` is not empty.
+inline void require_no_variant(const std::string& base, const std::string& variant) {
+  if (!variant.empty()) throw InputError(base + ": no variants (got '" + variant + "')");
+}
+
 // What crossdl knows about a framework or runtime, built in or not.
 struct BackendEntry {
-  std::string name;          // CLI name: "torch"
+  std::string name;          // CLI base name: "torch", "tfjs"
   std::string kind;          // "framework" or "runtime"
   std::string library;       // "LibTorch"
   std::string install_hint;  // "apt-get install libtorch-dev" / how to get it built in
+  // The variants the name takes ("<backend>@<platform>" forms), empty for none; for `doctor`.
+  std::string variants;
   // Set when the adapter is compiled into this crossdl (a framework trains; a runtime runs
-  // exported artefacts; torch, dlib and darknet are both).
-  std::function<std::unique_ptr<Framework>()> make_framework;
-  std::function<std::unique_ptr<Runtime>()> make_runtime;
+  // exported artefacts; torch, dlib and darknet are both). The argument is the variant
+  // (BackendName::variant); they throw InputError for one they do not know.
+  std::function<std::unique_ptr<Framework>(const std::string& variant)> make_framework;
+  std::function<std::unique_ptr<Runtime>(const std::string& variant)> make_runtime;
   // Library version when usable here, else empty; `why` says what is missing.
   std::function<std::string(std::string& why)> probe;
 };
 
 // Every backend crossdl knows, in a stable order (built-in ones have make_framework set).
 const std::vector<BackendEntry>& backends();
+// The entry of a name's base ("tfjs:wasm@chromium" finds "tfjs"), or null.
 const BackendEntry* find_backend(const std::string& name);
-// Throws InputError naming the backend and listing the known ones.
+// Throws InputError naming the backend and listing the known ones (or, for a variant the
+// adapter does not know, the valid backends and platforms).
 std::unique_ptr<Framework> make_framework(const std::string& name);
 
 }  // namespace crossdl

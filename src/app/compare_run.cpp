@@ -1,6 +1,7 @@
 // `crossdl compare`: run, then compare. Each runtime (the reference first) runs in its own child
 // process (`crossdl __runtime --job FILE`) that writes its logits and layer outputs to files; the
 // parent then compares every runtime's files with the reference's.
+#include <signal.h>
 #include <stdlib.h>
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 
 #include "crossdl/compare.h"
 #include "crossdl/npy.h"
@@ -54,6 +56,38 @@ struct WorkDir {
     if (owned) fs::remove_all(path, ec);
   }
 };
+
+// Process groups a runtime child started outside its own (a Node helper, a browser: see
+// node::record_child_group) are listed in `file`; once the child has ended, however it ended
+// (a timeout or a crash kills only its own group), whatever is left of them is killed.
+// Field 22 of /proc/<pid>/stat (the start time), or -1 when there is no such process.
+long long start_ticks(long long pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  if (!std::getline(f, stat)) return -1;
+  const std::size_t close = stat.rfind(')');
+  if (close == std::string::npos) return -1;
+  std::istringstream rest(stat.substr(close + 1));
+  std::string field;
+  for (int i = 3; i <= 22; ++i)
+    if (!(rest >> field)) return -1;
+  return std::atoll(field.c_str());
+}
+
+void kill_child_groups(const fs::path& file) {
+  std::ifstream in(file);
+  long long g = 0, ticks = 0;
+  while (in >> g >> ticks) {
+    if (g <= 1) continue;
+    // A leader with another start time is a later process that reused the id: not ours.
+    const long long now = start_ticks(g);
+    if (now >= 0 && ticks >= 0 && now != ticks) continue;
+    ::kill(static_cast<pid_t>(-g), SIGKILL);
+  }
+  in.close();
+  std::error_code ec;
+  fs::remove(file, ec);
+}
 
 }  // namespace
 
@@ -105,8 +139,14 @@ json compare_run(const CompareOptions& opt) {
 
     std::vector<std::string> argv = opt.self_command;
     argv.insert(argv.end(), {"__runtime", "--job", job_file});
+    const fs::path groups = fs::path(job.out_dir) / "child-groups.txt";
+    std::error_code ec;
+    fs::remove(groups, ec);
+    ::setenv("CROSSDL_CHILD_GROUPS_FILE", groups.c_str(), 1);
     CellOutcome o = cell_execute(name, argv, opt.timeout_s, {},
                                  (fs::path(job.out_dir) / "log.txt").string());
+    ::unsetenv("CROSSDL_CHILD_GROUPS_FILE");
+    kill_child_groups(groups);
     json row = o.metrics.is_object() ? o.metrics : json::object();
     row["runtime"] = name;
     row["status"] = o.status;

@@ -1,5 +1,6 @@
 // Every framework and runtime crossdl knows, whether or not it is built into this binary.
 // Built-in adapters come from the list CMake generates from the crossdl_add_adapter() lines.
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <memory>
@@ -13,8 +14,8 @@ namespace crossdl {
 
 struct BuiltinAdapter {
   const char* name;
-  std::unique_ptr<Framework> (*make)();
-  std::unique_ptr<Runtime> (*make_runtime)();
+  std::unique_ptr<Framework> (*make)(const std::string& variant);
+  std::unique_ptr<Runtime> (*make_runtime)(const std::string& variant);
   std::string (*probe)(std::string& why);
 };
 const std::vector<BuiltinAdapter>& builtin_adapters();
@@ -27,6 +28,30 @@ Status Runner::layer_outputs(const Tensor&, std::vector<LayerOutput>&) {
   return Status::unsupported("this runtime cannot expose layer outputs");
 }
 
+Status Runner::timed_runs(const Tensor& xs, std::int64_t warmup, std::vector<double>& ms) {
+  ms.clear();
+  const std::int64_t r = xs.rank() > 0 ? xs.dim(0) : 0;
+  if (r == 0) return Status::ok();
+  Tensor logits;
+  const Tensor first = xs.slice_rows(0, 1);
+  for (std::int64_t i = 0; i < warmup; ++i)
+    if (Status s = infer(first, logits); !s.is_ok()) return s;
+  ms.reserve(static_cast<std::size_t>(r));
+  for (std::int64_t i = 0; i < r; ++i) {
+    const Tensor x = xs.slice_rows(i, i + 1);
+    const auto t0 = std::chrono::steady_clock::now();
+    Status s = infer(x, logits);
+    const auto t1 = std::chrono::steady_clock::now();
+    if (!s.is_ok()) return s;
+    ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+  }
+  return Status::ok();
+}
+
+RunnerFacts Runner::facts() {
+  return {};
+}
+
 namespace {
 
 struct Known {
@@ -34,7 +59,8 @@ struct Known {
   const char* kind;
   const char* library;
   const char* install_hint;
-  const char* marker;  // a file whose presence means the library is installed here
+  const char* marker;         // a file whose presence means the library is installed here
+  const char* variants = "";  // "<backend>@<platform>" forms the name takes (docs/web-protocol.md)
 };
 
 // Adapters that later work adds; `doctor` still tells the user what each needs.
@@ -57,10 +83,22 @@ constexpr Known kKnown[] = {
      "apt-get install libarmnn-dev libarmnntfliteparser-dev libarmnn-cpuref-backend22",
      "/usr/include/armnn/ArmNN.hpp"},
     {"tflite", "runtime", "TensorFlow Lite C API", "cd web && npm ci (tfjs-tflite-node)", nullptr},
-    {"tfjs", "runtime", "TensorFlow.js (Node, cpu backend)", "cd web && npm ci (@tensorflow/tfjs)",
-     nullptr},
     {"ort", "runtime", "ONNX Runtime (onnxruntime-node)", "cd web && npm ci (onnxruntime-node)",
      nullptr},
+    // The web families (docs/web-protocol.md): `<name>:<backend>@<platform>`, run by
+    // web/web-helper.mjs in Node or in a headless browser.
+    {"tfjs", "runtime", "TensorFlow.js (Node or browser)",
+     "apt-get install nodejs chromium firefox-esr; cd web && npm ci", nullptr,
+     "cpu|wasm|webgl|webgpu @ node (cpu, wasm)|chromium|firefox; default cpu@node"},
+    {"ort-web", "runtime", "ONNX Runtime Web",
+     "apt-get install nodejs chromium firefox-esr; cd web && npm ci", nullptr,
+     "wasm|webgl|webgpu @ chromium|firefox|node (wasm); default wasm@chromium"},
+    {"tflite-web", "runtime", "TFLite (tfjs-tflite, browser)",
+     "apt-get install nodejs chromium firefox-esr; cd web && npm ci", nullptr,
+     "wasm @ chromium|firefox; default wasm@chromium"},
+    {"tfjs-train", "framework", "TensorFlow.js training (Node or browser)",
+     "apt-get install nodejs chromium firefox-esr; cd web && npm ci", nullptr,
+     "cpu|wasm|webgl|webgpu @ chromium|firefox|node (cpu, wasm); default cpu@chromium"},
 };
 
 std::vector<BackendEntry> build_entries() {
@@ -71,6 +109,7 @@ std::vector<BackendEntry> build_entries() {
     e.kind = k.kind;
     e.library = k.library;
     e.install_hint = k.install_hint;
+    e.variants = k.variants;
     const BuiltinAdapter* built = nullptr;
     for (const auto& b : builtin_adapters())
       if (e.name == b.name) built = &b;
@@ -100,9 +139,16 @@ const std::vector<BackendEntry>& backends() {
   return list;
 }
 
+BackendName split_backend_name(const std::string& name) {
+  const std::size_t cut = name.find_first_of(":@");
+  if (cut == std::string::npos) return {name, ""};
+  return {name.substr(0, cut), name.substr(cut)};
+}
+
 const BackendEntry* find_backend(const std::string& name) {
+  const std::string base = split_backend_name(name).base;
   for (const auto& e : backends())
-    if (e.name == name) return &e;
+    if (e.name == base) return &e;
   return nullptr;
 }
 
@@ -115,7 +161,7 @@ std::unique_ptr<Framework> make_framework(const std::string& name) {
   if (!e->make_framework)
     throw InputError("framework '" + name + "' is not built into this crossdl (built in: " + known +
                      "); " + e->install_hint);
-  return e->make_framework();
+  return e->make_framework(split_backend_name(name).variant);
 }
 
 std::vector<std::string> runtime_names() {
@@ -134,7 +180,7 @@ std::unique_ptr<Runtime> make_runtime(const std::string& name) {
   if (!e->make_runtime)
     throw InputError("runtime '" + name + "' is not built into this crossdl (built in: " + known +
                      "); " + e->install_hint);
-  return e->make_runtime();
+  return e->make_runtime(split_backend_name(name).variant);
 }
 
 double scheduled_lr(const TrainConfig& c, int epoch) {

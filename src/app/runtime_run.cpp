@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <numeric>
@@ -150,6 +151,24 @@ json runtime_run(const RuntimeJob& job) {
   r["load_ms"] = ms_since(t0);
   if (!st.is_ok() || runner == nullptr)
     return finish(status_name(st), "load: " + (st.is_ok() ? "no runner" : st.message()));
+  // A runtime may know more once loaded (a web runtime: the browser and what its backend runs on).
+  const FrameworkInfo loaded = rt->info();
+  r["library"] = loaded.library;
+  r["version"] = loaded.version;
+  r["device"] = loaded.device;
+
+  const std::int64_t n = ds.test.size();
+  // The first inference after load, batch 1: lazy initialisation (kernels compiled, shaders
+  // built, memory planned) shows here and not in the steady-state latency.
+  if (n > 0) {
+    const std::int64_t idx[1] = {0};
+    const Tensor x = make_batch(ds, ds.test, idx);
+    Tensor logits;
+    t0 = std::chrono::steady_clock::now();
+    Status s = runner->infer(x, logits);
+    r["first_infer_ms"] = ms_since(t0);
+    if (!s.is_ok()) return finish(status_name(s), "infer (first, batch 1): " + s.message());
+  }
 
   // The accuracy pass, in batches.
   Status infer_status;
@@ -165,23 +184,31 @@ json runtime_run(const RuntimeJob& job) {
   npy_write((fs::path(job.out_dir) / "logits.npy").string(), ev.logits);
   r["logits"] = "logits.npy";
 
-  // Latency: single examples, after three untimed runs (first-run allocation and lazy init).
+  // Latency: single examples, after three untimed runs (first-run allocation and lazy init),
+  // timed where the runtime runs (Runner::timed_runs: in the page for a browser).
   std::vector<double> lat;
-  const std::int64_t n = ds.test.size();
-  for (std::int64_t i = 0; i < job.latency_runs + 3 && n > 0; ++i) {
-    const std::int64_t idx[1] = {i % n};
-    Tensor x = make_batch(ds, ds.test, idx);
-    Tensor logits;
-    auto t = std::chrono::steady_clock::now();
-    Status s = runner->infer(x, logits);
-    const double ms = ms_since(t);
-    if (!s.is_ok()) return finish(status_name(s), "infer (batch 1): " + s.message());
-    if (i >= 3) lat.push_back(ms);
+  if (job.latency_runs > 0 && n > 0) {
+    std::vector<std::int64_t> idx(static_cast<std::size_t>(job.latency_runs));
+    for (std::size_t i = 0; i < idx.size(); ++i) idx[i] = static_cast<std::int64_t>(i) % n;
+    const Tensor xs = make_batch(ds, ds.test, idx);
+    Status s = runner->timed_runs(xs, 3, lat);
+    if (!s.is_ok()) return finish(status_name(s), "infer (batch 1, timed): " + s.message());
+    if (lat.size() != idx.size())
+      return finish("failed", "timed runs: " + std::to_string(lat.size()) + " times for " +
+                                  std::to_string(idx.size()) + " samples");
   }
   r["latency_ms"] = {{"p50", percentile(lat, 0.5)},
                      {"p95", percentile(lat, 0.95)},
                      {"runs", lat.size()},
                      {"batch", 1}};
+  // What only the runtime can see (a browser's memory, what its backend ran on).
+  const RunnerFacts facts = runner->facts();
+  if (!facts.numbers.empty() || !facts.text.empty()) {
+    json fj = json::object();
+    for (const auto& [k, v] : facts.numbers) fj[k] = std::isfinite(v) ? json(v) : json(nullptr);
+    for (const auto& [k, v] : facts.text) fj[k] = v;
+    r["facts"] = fj;
+  }
   runner.reset();
 
   if (job.layers) {

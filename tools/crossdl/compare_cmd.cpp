@@ -1,6 +1,7 @@
 // `crossdl compare` and its child side `crossdl __runtime`.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -46,10 +47,15 @@ void print_table(const json& doc) {
               doc.value("test_size", 0LL), doc.value("reference", "").c_str(),
               doc["tolerance"].value("atol", 0.0), doc["tolerance"].value("rtol", 0.0),
               doc.value("threads", 1));
-  std::printf("%-15s %-8s %-8s %-8s %-9s %-9s %-9s %-7s %-7s %-8s %-8s %-7s %-8s %s\n", "runtime",
-              "status", "accuracy", "Δacc", "disagree", "max|Δ|", "mean|Δ|", "NaN/Inf", "in tol",
-              "load ms", "p50 ms", "p95 ms", "RSS +MB", "size KB");
+  // Web runtime names are long ("tflite-web:wasm@chromium"): the first column fits the longest.
+  int w = 15;
+  for (const auto& r : doc["runtimes"])
+    w = std::max(w, static_cast<int>(r.value("runtime", "").size()));
+  std::printf("%-*s %-8s %-8s %-8s %-9s %-9s %-9s %-7s %-7s %-8s %-8s %-8s %-7s %-8s %s\n", w,
+              "runtime", "status", "accuracy", "Δacc", "disagree", "max|Δ|", "mean|Δ|", "NaN/Inf",
+              "in tol", "load ms", "1st ms", "p50 ms", "p95 ms", "RSS +MB", "size KB");
   std::vector<std::string> notes;
+  std::vector<std::string> facts;
   for (const auto& r : doc["runtimes"]) {
     const std::string name = r.value("runtime", "");
     const std::string status = r.value("status", "");
@@ -62,17 +68,34 @@ void print_table(const json& doc) {
       nonfinite = std::to_string(d.value("nan", 0LL)) + "/" + std::to_string(d.value("inf", 0LL));
       intol = d.value("within", false) ? "yes" : "NO";
     }
-    std::printf("%-15s %-8s %-8s %-8s %-9s %-9s %-9s %-7s %-7s %-8s %-8s %-7s %-8s %s\n",
+    std::printf("%-*s %-8s %-8s %-8s %-9s %-9s %-9s %-7s %-7s %-8s %-8s %-8s %-7s %-8s %s\n", w,
                 name.c_str(), status.c_str(), fmt("%.4f", num(r, "accuracy")).c_str(),
                 is_ref ? "-" : fmt("%+.4f", num(r, "accuracy_delta")).c_str(),
-                r.contains("disagreement") ? std::to_string(r["disagreement"].get<long long>()).c_str()
-                                           : "-",
+                r.contains("disagreement")
+                    ? std::to_string(r["disagreement"].get<long long>()).c_str()
+                    : "-",
                 fmt("%.2g", num(d, "max_abs")).c_str(), fmt("%.2g", num(d, "mean_abs")).c_str(),
                 nonfinite.c_str(), intol.c_str(), fmt("%.0f", num(r, "load_ms")).c_str(),
-                fmt("%.3f", num(lat, "p50")).c_str(), fmt("%.3f", num(lat, "p95")).c_str(),
-                fmt("%.1f", num(r, "rss_growth_mb")).c_str(),
+                fmt("%.1f", num(r, "first_infer_ms")).c_str(), fmt("%.3f", num(lat, "p50")).c_str(),
+                fmt("%.3f", num(lat, "p95")).c_str(), fmt("%.1f", num(r, "rss_growth_mb")).c_str(),
                 fmt("%.1f", num(art, "bytes") / 1024.0).c_str());
     if (status != "ok") notes.push_back(name + " " + status + ": " + r.value("message", ""));
+    // Web runtimes: what they ran on and the browser's memory (RSS +MB above is crossdl's own).
+    if (r.contains("facts") && r["facts"].is_object()) {
+      const json& f = r["facts"];
+      std::string line = name + ": " + r.value("device", "");
+      if (f.contains("browser") && f["browser"].is_string())
+        line += " in " + f["browser"].get<std::string>();
+      if (f.contains("pss_mb") && f["pss_mb"].is_number())
+        line += "; " + std::string(f.value("platform", "") == "node" ? "helper" : "browser") +
+                " PSS " + fmt("%.1f", num(f, "pss_mb")) + " MB, peak " +
+                fmt("%.1f", num(f, "peak_pss_mb")) + " MB";
+      if (f.contains("js_heap_mb") && f["js_heap_mb"].is_number())
+        line += ", JS heap " + fmt("%.1f", num(f, "js_heap_mb")) + " MB";
+      if (f.contains("timer_resolution_ms") && f["timer_resolution_ms"].is_number())
+        line += "; timer " + fmt("%.3g", num(f, "timer_resolution_ms")) + " ms";
+      facts.push_back(line);
+    }
     if (r.contains("layer_diffs")) {
       std::string grow;
       for (const auto& l : r["layer_diffs"])
@@ -87,6 +110,11 @@ void print_table(const json& doc) {
     }
   }
   for (const auto& n : notes) std::printf("  %s\n", n.c_str());
+  if (!facts.empty()) {
+    std::printf(
+        "web runtimes (device; memory of the browser's process tree, or of the Node helper):\n");
+    for (const auto& f : facts) std::printf("  %s\n", f.c_str());
+  }
   if (doc.contains("reference_message"))
     std::printf("  %s\n", doc["reference_message"].get<std::string>().c_str());
 }

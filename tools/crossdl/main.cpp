@@ -10,6 +10,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "commands.h"
@@ -70,6 +71,42 @@ std::string fmt(const char* f, double v) {
 }
 
 // ---- doctor ------------------------------------------------------------------------------------
+// The first executable `name` on PATH, or "".
+std::string on_path(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  std::string p = path != nullptr ? path : "";
+  std::size_t start = 0;
+  while (!p.empty() && start <= p.size()) {
+    std::size_t end = p.find(':', start);
+    if (end == std::string::npos) end = p.size();
+    const std::string cand = (end > start ? p.substr(start, end - start) : ".") + "/" + name;
+    if (::access(cand.c_str(), X_OK) == 0 && !fs::is_directory(cand)) return cand;
+    start = end + 1;
+  }
+  return "";
+}
+
+// The platforms the web runtimes run on (docs/web-protocol.md): Node hosts the helper itself,
+// the browsers are launched headless by it.
+json web_platforms() {
+  json out = json::array();
+  const std::string node = on_path("node");
+  out.push_back({{"platform", "node"},
+                 {"executable", node},
+                 {"present", !node.empty()},
+                 {"install", node.empty() ? "apt-get install nodejs" : ""}});
+  for (const auto& [platform, exe, pkg] : {std::tuple<const char*, const char*, const char*>{
+                                               "chromium", "/usr/bin/chromium", "chromium"},
+                                           {"firefox", "/usr/bin/firefox-esr", "firefox-esr"}}) {
+    const bool present = ::access(exe, X_OK) == 0;
+    out.push_back({{"platform", platform},
+                   {"executable", exe},
+                   {"present", present},
+                   {"install", present ? "" : std::string("apt-get install ") + pkg}});
+  }
+  return out;
+}
+
 int cmd_doctor(bool as_json) {
   json rows = json::array();
   for (const auto& b : backends()) {
@@ -87,6 +124,7 @@ int cmd_doctor(bool as_json) {
                     {"usable", usable},
                     {"version", version},
                     {"why", usable ? "" : why},
+                    {"variants", b.variants},
                     // Built in but unusable (no CUDA device, say): installing is not the remedy.
                     {"install", usable || built_in ? "" : b.install_hint}});
   }
@@ -96,7 +134,11 @@ int cmd_doctor(bool as_json) {
     datasets.push_back(
         {{"name", name}, {"root", root}, {"present", root.empty() || fs::exists(root)}});
   }
-  json out = {{"backends", rows}, {"datasets", datasets}, {"provenance", machine_provenance()}};
+  const json platforms = web_platforms();
+  json out = {{"backends", rows},
+              {"web_platforms", platforms},
+              {"datasets", datasets},
+              {"provenance", machine_provenance()}};
   if (as_json) {
     std::cout << out.dump(2) << "\n";
     return 0;
@@ -114,6 +156,19 @@ int cmd_doctor(bool as_json) {
                 r["usable"].get<bool>() ? "yes" : "no", r["version"].get<std::string>().c_str(),
                 note.c_str());
   }
+  std::printf("\nweb runtimes (<name>:<backend>@<platform>, docs/web-protocol.md):\n");
+  for (const auto& r : rows)
+    if (!r["variants"].get<std::string>().empty())
+      std::printf("  %-14s %s\n", r["name"].get<std::string>().c_str(),
+                  r["variants"].get<std::string>().c_str());
+  std::printf("web platforms:\n");
+  for (const auto& p : platforms)
+    std::printf("  %-14s %s %s%s\n", p["platform"].get<std::string>().c_str(),
+                p["present"].get<bool>() ? "present" : "MISSING",
+                p["executable"].get<std::string>().c_str(),
+                p["install"].get<std::string>().empty()
+                    ? ""
+                    : ("; " + p["install"].get<std::string>()).c_str());
   std::printf("\ndatasets:\n");
   for (const auto& d : datasets)
     std::printf("  %-14s %s %s\n", d["name"].get<std::string>().c_str(),
