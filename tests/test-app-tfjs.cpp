@@ -1,4 +1,5 @@
-// The tfjs runtime (TensorFlow.js layers models run by @tensorflow/tfjs in a Node helper) against
+// The tfjs runtime (TensorFlow.js layers models run by @tensorflow/tfjs through web/web-helper.mjs;
+// `tfjs` alone is `tfjs:cpu@node`, tests/test-app-web.cpp covers the browsers) against
 // the torch framework on the same weights and Fashion-MNIST test images: logits, top-1, every
 // layer's output mapped back to the IR, what it refuses, and clear errors on damaged artefacts.
 // TF.js' cpu backend is plain JavaScript, so the image counts are small.
@@ -104,15 +105,24 @@ class TfjsRuntimeTest : public ::testing::Test {
   std::unique_ptr<Runtime> rt_;
 };
 
+// `tfjs` alone is `tfjs:cpu@node` (docs/web-protocol.md); once a model is loaded the runtime
+// reports what the helper's start said: the Node version and the backend's device.
 TEST_F(TfjsRuntimeTest, ReportsItsLibraryAndBackend) {
-  const FrameworkInfo fi = rt_->info();
-  EXPECT_EQ(fi.name, "tfjs");
+  const FrameworkInfo before = rt_->info();
+  EXPECT_EQ(before.name, "tfjs:cpu@node");
   std::string why;
   const std::string v = find_backend("tfjs")->probe(why);
-  EXPECT_EQ(v, fi.version) << why;
+  EXPECT_EQ(v, before.version) << why;
   EXPECT_EQ(v.rfind("4.22", 0), 0u) << v;
-  EXPECT_EQ(fi.device.rfind("cpu", 0), 0u) << fi.device;
-  EXPECT_NE(fi.device.find("single-threaded"), std::string::npos) << fi.device;
+  EXPECT_EQ(before.device.rfind("cpu", 0), 0u) << before.device;
+  const ir::Model m = zoo::build("lenet1", kMnistLike);
+  Artefact a;
+  auto r = export_and_load(m, init_weights(m, 1), "info", false, a);
+  ASSERT_TRUE(r);
+  const FrameworkInfo after = rt_->info();
+  EXPECT_EQ(after.library.rfind("TensorFlow.js " + v + " (cpu) in Node v", 0), 0u) << after.library;
+  EXPECT_EQ(after.device.rfind("cpu", 0), 0u) << after.device;
+  EXPECT_NE(after.device.find("JavaScript"), std::string::npos) << after.device;
 }
 
 // Measured here (32 images; seed 11, BatchNorm statistics randomised), max |logit - torch|:
@@ -251,11 +261,12 @@ TEST_F(TfjsRuntimeTest, BatchesInputsAndThreads) {
   ASSERT_TRUE(r->infer(x.slice_rows(0, 1), y).is_ok());
   EXPECT_EQ(max_abs_diff(y, one), 0.0);
 
+  // The cpu backend is single-threaded JavaScript: two threads are refused, not ignored.
   RunOptions two;
   two.threads = 2;
   EXPECT_EQ(rt_->load(a, m, two, st), nullptr);
   EXPECT_EQ(st.code(), Status::Code::Unsupported);
-  EXPECT_NE(st.message().find("single-threaded"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("thread"), std::string::npos) << st.message();
 }
 
 // A damaged model.json or weights.bin is bad input naming the file (checked before TF.js sees
@@ -328,8 +339,8 @@ TEST_F(TfjsRuntimeTest, DamagedArtefactsAreClearErrors) {
 
 namespace {
 
-// The tfjs runtime's own helper settings reach the shared client: a missing script is a failed
-// load naming it, and an {"ok":false} from the helper is quoted with @tensorflow/tfjs' name.
+// The web helper's settings reach the shared client: a missing script is a failed load naming it,
+// and an {"ok":false} from the helper is quoted with the runtime's full name.
 TEST_F(TfjsRuntimeTest, HelperProblemsAreFailedStatusesNamingTheCause) {
   const ir::Model m = zoo::build("lenet1", kMnistLike);
   Artefact a;
@@ -350,17 +361,17 @@ TEST_F(TfjsRuntimeTest, HelperProblemsAreFailedStatusesNamingTheCause) {
        "  process.stdout.write(JSON.stringify({ id, ok: false, error: 'no backend here' }) + "
        "'\\n');\n"
        "}\n",
-       "@tensorflow/tfjs: no backend here"},
+       "tfjs:cpu@node: no backend here"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.what);
     const std::string path = dir + "/helper.mjs";
     std::filesystem::remove(path);
     if (!c.script.empty()) test::write_text(path, c.script);
-    ::setenv("CROSSDL_TFJS_HELPER", path.c_str(), 1);
+    ::setenv("CROSSDL_WEB_HELPER", path.c_str(), 1);
     Status st;
     auto r = rt_->load(a, m, RunOptions{}, st);
-    ::unsetenv("CROSSDL_TFJS_HELPER");
+    ::unsetenv("CROSSDL_WEB_HELPER");
     EXPECT_EQ(r, nullptr);
     EXPECT_EQ(st.code(), Status::Code::Failed) << st.message();
     EXPECT_NE(st.message().find(c.says), std::string::npos) << st.message();
