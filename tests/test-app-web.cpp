@@ -10,8 +10,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "app_support.h"
 #include "crossdl/adapter.h"
@@ -173,13 +175,14 @@ bool gone_within(pid_t pid, std::chrono::milliseconds limit) {
 
 // A helper that answers like web-helper.mjs and, for a browser platform, starts a detached
 // `sleep` as its "browser" (in a group of its own, as puppeteer does) and reports its pid.
-// $FAKE_MODE picks a misbehaviour: "hang-run" never answers `run`; "unsupported-start" refuses
-// `start`; "ignore-eof" keeps running when stdin closes.
+// $FAKE_MODE picks a misbehaviour: "hang-run" never answers `run`, "hang-load" never answers
+// `load`; "unsupported-start" refuses `start`; "ignore-eof" keeps running when stdin closes.
 constexpr const char* kFakeHelper = R"JS(
 import { createInterface } from 'node:readline';
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 const mode = process.env.FAKE_MODE || '';
+if (process.env.FAKE_PIDFILE) writeFileSync(process.env.FAKE_PIDFILE + '.helper', String(process.pid));
 let browser = null;
 const send = (o) => process.stdout.write(JSON.stringify(o) + '\n');
 const rl = createInterface({ input: process.stdin });
@@ -207,6 +210,10 @@ rl.on('line', (line) => {
                   js_heap_mb: null, js_heap_source: null });
   if (req.op === 'layers')
     return send({ id, ok: false, unsupported: true, error: 'this artefact exposes no layers' });
+  if (req.op === 'load') {
+    if (mode === 'hang-load') return;
+    return send({ id, ok: false, error: 'load: this stand-in runs no model' });
+  }
   if (req.op === 'run') {
     if (mode === 'hang-run') return;
     return send({ id, ok: false, error: 'run: the page threw' });
@@ -335,6 +342,250 @@ TEST_F(WebSessionFake, AMissingHelperIsAFailureNamingIt) {
   std::string why;
   EXPECT_EQ(web::web_probe("ort-web", why), "");
   EXPECT_NE(why.find("missing.mjs"), std::string::npos) << why;
+}
+
+// A compare that must kill its runtime child (here: a helper that never answers `load`) also
+// kills the helper's and the browser's process groups, which the child's own group kill misses.
+TEST_F(WebSessionFake, ACompareTimeoutLeavesNoHelperOrBrowser) {
+  std::string why;
+  if (!test::runtime_built("torch", &why) || !test::runtime_built("tfjs", &why))
+    GTEST_SKIP() << why;
+  if (!fs::exists(web::browser_executable("chromium")))
+    GTEST_SKIP() << "no " << web::browser_executable("chromium");
+  setenv("FAKE_MODE", "hang-load", 1);
+  unsetenv("CROSSDL_WEB_TIMEOUT_MS");
+  const std::string model = lenet1_file(dir_);
+  const auto run = test::run_cli("compare --model " + model +
+                                 " --runtimes torch,tfjs:cpu@chromium --limit 8 --latency-runs 2 "
+                                 "--timeout 4 --json");
+  unsetenv("FAKE_MODE");
+  const nlohmann::json doc = nlohmann::json::parse(run.out, nullptr, false);
+  ASSERT_FALSE(doc.is_discarded()) << run.out;
+  ASSERT_EQ(doc["runtimes"].size(), 2u);
+  EXPECT_EQ(doc["runtimes"][1]["status"], "timeout") << doc["runtimes"][1].dump();
+  const pid_t browser = browser_pid();
+  std::ifstream hf(pidfile_ + ".helper");
+  long long helper = -1;
+  ASSERT_TRUE(hf >> helper) << "the stand-in helper never started";
+  ASSERT_GT(browser, 0) << "the stand-in browser never started";
+  EXPECT_TRUE(gone_within(browser, std::chrono::seconds(5)));
+  EXPECT_TRUE(gone_within(static_cast<pid_t>(helper), std::chrono::seconds(5)));
+}
+
+// ---- the real helper, in real browsers ---------------------------------------------------------
+
+// Processes whose command line mentions `marker` (the helper puts the browser's profile under
+// $TMPDIR, so a per-test TMPDIR marks every browser process the test started).
+std::vector<pid_t> processes_mentioning(const std::string& marker) {
+  std::vector<pid_t> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/proc", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream f(e.path() / "cmdline");
+    std::string cmd((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    const pid_t pid = static_cast<pid_t>(std::stol(name));
+    if (cmd.find(marker) != std::string::npos && process_running(pid)) out.push_back(pid);
+  }
+  return out;
+}
+
+// "pid (comm) pgid ppid" of each, for a failure message.
+std::string describe(const std::vector<pid_t>& pids) {
+  std::string out;
+  for (pid_t p : pids) {
+    std::ifstream f("/proc/" + std::to_string(p) + "/stat");
+    std::string stat;
+    std::getline(f, stat);
+    out += "\n  " + stat.substr(0, 80);
+  }
+  return out;
+}
+
+bool none_mentioning_within(const std::string& marker, std::chrono::milliseconds limit) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (!processes_mentioning(marker).empty()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return true;
+}
+
+// Why the real web helper cannot run here, or "".
+std::string real_helper_missing(const std::vector<std::string>& platforms) {
+  std::string why;
+  if (!test::runtime_built("torch", &why) || !test::runtime_built("ort-web", &why)) return why;
+  if (web::web_probe("ort-web", why).empty()) return why;
+  for (const std::string& p : platforms)
+    if (!fs::exists(web::browser_executable(p))) return "no " + web::browser_executable(p);
+  return "";
+}
+
+// A fresh short TMPDIR for the scope (the helper's browser profiles go there; Chromium's
+// singleton socket path under it must stay within the 108 bytes of a Unix socket name), removed
+// afterwards.
+class ScopedTmpdir {
+ public:
+  ScopedTmpdir() {
+    std::string tmpl = "/tmp/crossdl-webtest-XXXXXX";
+    if (mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
+  }
+  ~ScopedTmpdir() {
+    end();
+    std::error_code ec;
+    if (!path_.empty()) fs::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+  void begin() {
+    if (const char* t = std::getenv("TMPDIR")) old_ = t;
+    setenv("TMPDIR", path_.c_str(), 1);
+    set_ = true;
+  }
+  void end() {
+    if (!set_) return;
+    if (old_.empty())
+      unsetenv("TMPDIR");
+    else
+      setenv("TMPDIR", old_.c_str(), 1);
+    set_ = false;
+  }
+
+ private:
+  std::string path_, old_;
+  bool set_ = false;
+};
+
+// LeNet-5 (crossdl's seed-5 weights) on 100 Fashion-MNIST test images in every browser and
+// platform family against torch, plus one combination of each kind that cannot run. Measured
+// here (2 busy cores): max |logit - torch| 3.8e-6 (tfjs, ort-web) / 4.3e-6 (tfjs wasm, tflite),
+// no disagreement; the whole compare ~35 s, most of it browser launches.
+TEST(WebCompare, Lenet5InBrowsersAndNodeAgreesWithTorch) {
+  if (const std::string why = real_helper_missing({"chromium", "firefox"}); !why.empty())
+    GTEST_SKIP() << why;
+  const std::string dir = test::scratch_dir("web-compare");
+  const ir::Model m = zoo::build("lenet5", {{1, 28, 28}, DType::F32, 10, 0});
+  const std::string model = dir + "/lenet5.onnx";
+  onnx_write(model, m, init_weights(m, 5));
+  const std::vector<std::string> ran = {"tfjs:cpu@chromium", "tfjs:wasm@firefox",
+                                        "ort-web:wasm@chromium", "tflite-web:wasm@chromium",
+                                        "ort-web:wasm@node"};
+  const std::vector<std::pair<std::string, std::string>> skipped = {
+      {"tfjs:webgpu@firefox", "WebGPU"}, {"tflite-web:wasm@node", "only in a browser"}};
+  std::string list = "torch";
+  for (const auto& r : ran) list += "," + r;
+  for (const auto& [r, _] : skipped) list += "," + r;
+  ScopedTmpdir tmpdir;
+  const std::string tmp = tmpdir.path();
+  ASSERT_FALSE(tmp.empty());
+  tmpdir.begin();
+  const test::CliRun run =
+      test::run_cli("compare --model " + model + " --runtimes " + list +
+                        " --limit 100 --latency-runs 10 --json --out " + dir + "/work",
+                    dir + "/stderr.txt");
+  tmpdir.end();
+  EXPECT_TRUE(none_mentioning_within(tmp, std::chrono::seconds(5)))
+      << "a browser outlived the compare";
+  const nlohmann::json doc = nlohmann::json::parse(run.out, nullptr, false);
+  ASSERT_FALSE(doc.is_discarded()) << run.out;
+  EXPECT_EQ(run.rc, 0);
+  ASSERT_EQ(doc["runtimes"].size(), 1 + ran.size() + skipped.size());
+  EXPECT_EQ(doc["test_size"], 100);
+  std::map<std::string, nlohmann::json> rows;
+  for (const auto& r : doc["runtimes"]) rows[r["runtime"].get<std::string>()] = r;
+  for (const std::string& name : ran) {
+    SCOPED_TRACE(name);
+    const nlohmann::json& r = rows[name];
+    ASSERT_EQ(r.value("status", ""), "ok") << r.dump();
+    EXPECT_LT(r["logits_diff"]["max_abs"].get<double>(), 1e-4);
+    EXPECT_TRUE(r["logits_diff"]["within"].get<bool>());
+    EXPECT_EQ(r["disagreement"], 0);
+    EXPECT_GT(r["first_infer_ms"].get<double>(), 0.0);
+    EXPECT_EQ(r["latency_ms"]["runs"], 10);
+    EXPECT_GT(r["latency_ms"]["p50"].get<double>(), 0.0);
+    const nlohmann::json& f = r["facts"];
+    EXPECT_GT(f["pss_mb"].get<double>(), 10.0) << f.dump();
+    EXPECT_GE(f["peak_pss_mb"].get<double>(), f["pss_mb"].get<double>()) << f.dump();
+    EXPECT_FALSE(f["device"].get<std::string>().empty());
+    EXPECT_EQ(r["device"], f["device"]);
+    const std::string platform =
+        split_backend_name(name).variant.substr(split_backend_name(name).variant.find('@') + 1);
+    EXPECT_EQ(f["platform"], platform);
+    const std::string browser = f["browser"];
+    EXPECT_EQ(browser.rfind(platform == "chromium"  ? "Chromium"
+                            : platform == "firefox" ? "Firefox"
+                                                    : "Node",
+                            0),
+              0u)
+        << browser;
+    if (platform == "chromium") {
+      EXPECT_TRUE(f["js_heap_mb"].is_number()) << f.dump();
+      EXPECT_EQ(f["cross_origin_isolated"], "true");
+    }
+    EXPECT_NE(r["library"].get<std::string>().find(" in " + browser), std::string::npos)
+        << r["library"];
+  }
+  for (const auto& [name, says] : skipped) {
+    SCOPED_TRACE(name);
+    const nlohmann::json& r = rows[name];
+    EXPECT_EQ(r.value("status", ""), "skipped") << r.dump();
+    EXPECT_NE(r.value("message", "").find(says), std::string::npos) << r.dump();
+  }
+}
+
+// A damaged artefact is bad input naming the file, found before any helper or browser starts.
+TEST(WebRuntime, CorruptArtefactsAreBadInput) {
+  std::string why;
+  for (const char* name : {"tfjs", "ort-web", "tflite-web"})
+    if (!test::runtime_built(name, &why)) GTEST_SKIP() << why;
+  const ir::Model m = zoo::build("lenet1", {{1, 28, 28}, DType::F32, 10, 0});
+  const WeightSet w = init_weights(m, 2);
+  for (const char* name : {"tfjs:wasm@node", "ort-web:wasm@chromium", "tflite-web:wasm@firefox"}) {
+    SCOPED_TRACE(name);
+    auto rt = make_runtime(name);
+    const std::string dir =
+        test::scratch_dir(std::string("corrupt-") + split_backend_name(name).base);
+    Artefact a;
+    ASSERT_TRUE(rt->export_model(m, w, dir, {}, a).is_ok());
+    // Cut the model file (model.json, .onnx or .tflite) in half.
+    std::string file;
+    for (const std::string& f : a.files)
+      if (fs::path(f).extension() != ".bin") file = f;
+    ASSERT_FALSE(file.empty());
+    const std::vector<std::byte> bytes = test::read_bytes(file);
+    test::write_bytes(
+        file, {bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(bytes.size() / 2)});
+    Status st;
+    const auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(rt->load(a, m, RunOptions{}, st), nullptr);
+    EXPECT_EQ(st.code(), Status::Code::BadInput) << st.message();
+    EXPECT_NE(st.message().find(file), std::string::npos) << st.message();
+    // No browser was started for it.
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(1));
+  }
+}
+
+// A reply that does not come in time (here: the browser launch under a 1.5 s limit) kills the
+// helper and the browser it was launching; nothing of it is left.
+TEST(WebRuntime, ATimeoutLeavesNoBrowserProcess) {
+  if (const std::string why = real_helper_missing({"chromium"}); !why.empty()) GTEST_SKIP() << why;
+  const ir::Model m = zoo::build("lenet1", {{1, 28, 28}, DType::F32, 10, 0});
+  const std::string dir = test::scratch_dir("web-timeout");
+  auto rt = make_runtime("ort-web:wasm@chromium");
+  Artefact a;
+  ASSERT_TRUE(rt->export_model(m, init_weights(m, 2), dir + "/artefact", {}, a).is_ok());
+  ScopedTmpdir tmpdir;
+  const std::string tmp = tmpdir.path();
+  ASSERT_FALSE(tmp.empty());
+  Status st;
+  tmpdir.begin();
+  setenv("CROSSDL_WEB_TIMEOUT_MS", "1500", 1);
+  EXPECT_EQ(rt->load(a, m, RunOptions{}, st), nullptr);
+  unsetenv("CROSSDL_WEB_TIMEOUT_MS");
+  tmpdir.end();
+  EXPECT_EQ(st.code(), Status::Code::Failed) << st.message();
+  EXPECT_NE(st.message().find("no reply within 1500 ms"), std::string::npos) << st.message();
+  EXPECT_TRUE(none_mentioning_within(tmp, std::chrono::seconds(5)))
+      << "browser processes left: " << describe(processes_mentioning(tmp));
 }
 
 #endif  // CROSSDL_HAVE_WEB_SESSION

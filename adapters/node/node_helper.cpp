@@ -296,6 +296,7 @@ Status HelperProcess::fail(const std::string& what) {
 }
 
 void HelperProcess::stop(bool gracefully) {
+  if (pid_ > 0 && before_stop_) before_stop_(pid_);
   if (in_ >= 0) {
     ::close(in_);  // EOF: the helper releases its session and exits
     in_ = -1;

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -66,6 +67,10 @@ class HelperProcess {
   pid_t pid() const { return pid_; }  // also the process group id; -1 when not running
   // Kills the helper's whole process group at once and reaps the helper.
   void kill() { stop(false); }
+  // Called with the helper's pid whenever it is about to be stopped (a failure, kill(), the
+  // destructor), while it still runs: what it started outside its group (a detached browser) can
+  // still be found among its children then.
+  void on_before_stop(std::function<void(pid_t)> f) { before_stop_ = std::move(f); }
   // Sends `request` (an "id" is added) and waits up to `timeout` for its reply. An {"ok":false}
   // reply is a failed Status with the helper's error; `reply` holds the whole object either way.
   Status call(nlohmann::json request, nlohmann::json& reply, std::chrono::milliseconds timeout);
@@ -82,6 +87,7 @@ class HelperProcess {
   long long next_id_ = 1;
   std::string out_buf_;
   std::string err_buf_;
+  std::function<void(pid_t)> before_stop_;
 
   Status write_all(const std::string& bytes, std::chrono::steady_clock::time_point deadline);
   Status read_line(std::string& line, std::chrono::steady_clock::time_point deadline);

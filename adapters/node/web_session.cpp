@@ -115,28 +115,25 @@ std::string web_probe(const std::string& runtime, std::string& why) {
 WebSession::WebSession(WebTarget target) : target_(std::move(target)) {}
 
 WebSession::~WebSession() {
-  if (helper_ == nullptr) return;
-  // Learn the browser's group while node is still its parent, let the helper close it (EOF on
-  // its stdin), then kill whatever is left of both groups.
-  const std::set<pid_t> groups = child_groups(helper_->pid());
+  // The helper closes the browser on EOF; its children's groups are noted just before (while
+  // node is still their parent), and whatever is left of them is killed after.
   helper_.reset();
-  for (pid_t g : groups) ::kill(-g, SIGKILL);
-  kill_browser_group();
+  kill_browser_groups();
 }
 
-void WebSession::kill_browser_group() {
+void WebSession::kill_browser_groups() {
   if (start_.browser_pid > 1) ::kill(-start_.browser_pid, SIGKILL);
+  for (pid_t g : child_groups_) ::kill(-g, SIGKILL);
+  child_groups_.clear();
 }
 
 void WebSession::kill() {
   if (helper_ != nullptr) {
-    const std::set<pid_t> groups = child_groups(helper_->pid());
-    for (pid_t g : groups) ::kill(-g, SIGKILL);
     last_stderr_ = helper_->stderr_tail();
     helper_->kill();
     helper_.reset();
   }
-  kill_browser_group();
+  kill_browser_groups();
 }
 
 std::string WebSession::stderr_tail() const {
@@ -160,6 +157,11 @@ Status WebSession::open(const std::string& artefact_dir, int threads) {
   }
   helper_ = std::make_unique<node::HelperProcess>(
       node::HelperSpec{target_.name(), target_.name(), web_helper_script(), kWebTimeoutEnv});
+  // A failed call stops the helper inside HelperProcess: the browser, node's child in a group of
+  // its own, must be found before that.
+  helper_->on_before_stop([this](pid_t helper) {
+    for (pid_t g : child_groups(helper)) child_groups_.insert(g);
+  });
   if (Status s = helper_->start(); !s.is_ok()) return fail_closed(s);
   if (Status s = call({{"op", "hello"}, {"protocol", kWebProtocol}}, hello_); !s.is_ok())
     return fail_closed(s);

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <memory>
+#include <set>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -95,9 +96,10 @@ class WebSession {
   nlohmann::json start_reply_;
   WebStart start_;
   std::string last_stderr_;
+  std::set<pid_t> child_groups_;  // groups of the helper's children, seen before it was stopped
 
   Status fail_closed(Status s);  // closes the session and returns s
-  void kill_browser_group();
+  void kill_browser_groups();    // the start reply's browser_pid and child_groups_
 };
 
 // Reads a base64 f32 tensor spec ({"dtype":"f32","shape":[...],"data":"..."}) of a reply;

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <vector>
 
 #include "crossdl/compare.h"
 #include "crossdl/npy.h"
@@ -74,6 +75,28 @@ long long start_ticks(long long pid) {
   return std::atoll(field.c_str());
 }
 
+// The process groups of `parent`'s children that are not its own group (a browser the helper
+// launched detached).
+std::vector<long long> child_groups_of(long long parent) {
+  std::vector<long long> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/proc", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream f(e.path() / "stat");
+    std::string stat;
+    if (!std::getline(f, stat)) continue;
+    const std::size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 1));
+    char state = 0;
+    long long ppid = 0, pgrp = 0;
+    if ((rest >> state >> ppid >> pgrp) && ppid == parent && pgrp > 1 && pgrp != parent)
+      out.push_back(pgrp);
+  }
+  return out;
+}
+
 void kill_child_groups(const fs::path& file) {
   std::ifstream in(file);
   long long g = 0, ticks = 0;
@@ -82,6 +105,9 @@ void kill_child_groups(const fs::path& file) {
     // A leader with another start time is a later process that reused the id: not ours.
     const long long now = start_ticks(g);
     if (now >= 0 && ticks >= 0 && now != ticks) continue;
+    // A helper killed before it reported its browser: the browser is still its child.
+    if (now >= 0)
+      for (long long c : child_groups_of(g)) ::kill(static_cast<pid_t>(-c), SIGKILL);
     ::kill(static_cast<pid_t>(-g), SIGKILL);
   }
   in.close();
