@@ -151,11 +151,15 @@ TEST_F(TfjsTrainTest, WebglInChromiumMatchesTorch) {
   compare("tfjs-train:webgl@chromium", sgd(), 1e-4, 1e-4);
 }
 
-TEST_F(TfjsTrainTest, RefusesGruAndUnknownVariants) {
+TEST_F(TfjsTrainTest, RefusesGruWasmConvAndUnknownVariants) {
   const ir::Model gru = zoo::build("gru", kMnistLike);
   const Capability c = make_framework("tfjs-train:cpu@node")->supports(gru);
   EXPECT_FALSE(c.ok);
   EXPECT_NE(c.why.find("GRU"), std::string::npos) << c.why;
+  const ir::Model lenet = zoo::build("lenet5", kMnistLike);
+  const Capability w = make_framework("tfjs-train:wasm@chromium")->supports(lenet);
+  EXPECT_FALSE(w.ok);
+  EXPECT_NE(w.why.find("Conv2DBackpropFilter"), std::string::npos) << w.why;
   EXPECT_THROW(make_framework("tfjs-train:opengl@chromium"), InputError);
   EXPECT_THROW(make_framework("tfjs-train@safari"), InputError);
 }

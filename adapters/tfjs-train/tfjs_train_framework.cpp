@@ -258,6 +258,15 @@ class TfjsTrainFramework : public Framework {
   Capability supports(const ir::Model& m) const override {
     if (const std::string why = web::web_target_unsupported(t_); !why.empty())
       return Capability::no(t_.name() + ": " + why);
+    // TF.js 4.22's wasm backend has no Conv2DBackpropFilter kernel: it runs a convolution but
+    // cannot train one (measured: "Kernel 'Conv2DBackpropFilter' not registered for backend
+    // 'wasm'").
+    if (t_.backend == "wasm")
+      for (const ir::Layer& l : m.layers)
+        if (l.op == ir::Op::Conv2d)
+          return Capability::no(t_.name() + ": layer " + l.name +
+                                " (Conv2d): TF.js 4.22's wasm backend has no "
+                                "Conv2DBackpropFilter kernel, so it cannot train a convolution");
     // What the layers-model writer cannot express, TF.js cannot train (GRU: TF.js 4.22's GRUCell
     // refuses PyTorch's reset_after=true); tfjs_expressible names the layer.
     return tfjs_expressible(m);
