@@ -89,6 +89,41 @@ stages:
       runtime: [tfjs, armnn]
       seed: [1]
     params: {train_limit: 2000, test_limit: 100}
+  # The web platforms (docs/web-protocol.md): every runtime x backend x platform, in real headless
+  # Chromium and Firefox ESR and in Node. A combination that does not exist here (WebGPU in
+  # Firefox, a browser-only library in Node) is a recorded skip with its reason. The models come
+  # from LibTorch: which framework trained them does not change what a web runtime does with the
+  # same weights, and the native migration above already crosses every framework.
+  - stage: migrate
+    axes:
+      model: [lenet1, lenet5]
+      dataset: [fashion-mnist]
+      framework: [torch]
+      runtime: [tfjs:cpu@node, tfjs:wasm@node, tfjs:webgl@node, tfjs:webgpu@node,
+                ort-web:wasm@node, ort-web:webgl@node, ort-web:webgpu@node,
+                tflite-web:wasm@node, tfjs:cpu@chromium, tfjs:wasm@chromium,
+                tfjs:webgl@chromium, tfjs:webgpu@chromium, ort-web:wasm@chromium,
+                ort-web:webgl@chromium, ort-web:webgpu@chromium, tflite-web:wasm@chromium,
+                tfjs:cpu@firefox, tfjs:wasm@firefox, tfjs:webgl@firefox, tfjs:webgpu@firefox,
+                ort-web:wasm@firefox, ort-web:webgl@firefox, ort-web:webgpu@firefox,
+                tflite-web:wasm@firefox]
+      seed: [1]
+    params: {test_limit: 1000}
+  - stage: migrate
+    axes:
+      model: [resnet20]
+      dataset: [fashion-mnist]
+      framework: [torch]
+      runtime: [tfjs:cpu@node, tfjs:wasm@node, tfjs:webgl@node, tfjs:webgpu@node,
+                ort-web:wasm@node, ort-web:webgl@node, ort-web:webgpu@node,
+                tflite-web:wasm@node, tfjs:cpu@chromium, tfjs:wasm@chromium,
+                tfjs:webgl@chromium, tfjs:webgpu@chromium, ort-web:wasm@chromium,
+                ort-web:webgl@chromium, ort-web:webgpu@chromium, tflite-web:wasm@chromium,
+                tfjs:cpu@firefox, tfjs:wasm@firefox, tfjs:webgl@firefox, tfjs:webgpu@firefox,
+                ort-web:wasm@firefox, ort-web:webgl@firefox, ort-web:webgpu@firefox,
+                tflite-web:wasm@firefox]
+      seed: [1]
+    params: {train_limit: 2000, test_limit: 200}
 )";
 
 // The ASE 2019 study's training setup: each model on the dataset the paper paired it with,
