@@ -122,9 +122,9 @@ WebSession::~WebSession() {
 }
 
 void WebSession::kill_browser_groups() {
-  if (start_.browser_pid > 1) ::kill(-start_.browser_pid, SIGKILL);
-  for (pid_t g : child_groups_) ::kill(-g, SIGKILL);
-  child_groups_.clear();
+  for (const auto& [g, ticks] : groups_)
+    if (ticks >= 0 && node::process_start_ticks(g) == ticks) ::kill(-g, SIGKILL);
+  groups_.clear();
 }
 
 void WebSession::kill() {
@@ -160,7 +160,7 @@ Status WebSession::open(const std::string& artefact_dir, int threads) {
   // A failed call stops the helper inside HelperProcess: the browser, node's child in a group of
   // its own, must be found before that.
   helper_->on_before_stop([this](pid_t helper) {
-    for (pid_t g : child_groups(helper)) child_groups_.insert(g);
+    for (pid_t g : child_groups(helper)) groups_.emplace(g, node::process_start_ticks(g));
   });
   if (Status s = helper_->start(); !s.is_ok()) return fail_closed(s);
   if (Status s = call({{"op", "hello"}, {"protocol", kWebProtocol}}, hello_); !s.is_ok())
@@ -180,7 +180,10 @@ Status WebSession::open(const std::string& artefact_dir, int threads) {
   // The browser's group first: whatever else is wrong with the reply, it must be killable.
   if (r.contains("browser_pid") && r["browser_pid"].is_number_integer()) {
     start_.browser_pid = static_cast<pid_t>(r["browser_pid"].get<long long>());
-    if (start_.browser_pid > 1) node::record_child_group(start_.browser_pid);
+    if (start_.browser_pid > 1) {
+      node::record_child_group(start_.browser_pid);
+      groups_.emplace(start_.browser_pid, node::process_start_ticks(start_.browser_pid));
+    }
   }
   if (target_.browser() && start_.browser_pid <= 1)
     return fail_closed(

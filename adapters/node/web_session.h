@@ -9,8 +9,8 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <map>
 #include <memory>
-#include <set>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -96,7 +96,10 @@ class WebSession {
   nlohmann::json start_reply_;
   WebStart start_;
   std::string last_stderr_;
-  std::set<pid_t> child_groups_;  // groups of the helper's children, seen before it was stopped
+  // Process groups to kill when the session ends: the browser's and those of the helper's
+  // children seen before it was stopped, each with its leader's start time (a group is killed only
+  // while that same leader runs: a gone leader's id may lead someone else's group by then).
+  std::map<pid_t, long long> groups_;
 
   Status fail_closed(Status s);  // closes the session and returns s
   void kill_browser_groups();    // the start reply's browser_pid and child_groups_

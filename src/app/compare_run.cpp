@@ -58,9 +58,6 @@ struct WorkDir {
   }
 };
 
-// Process groups a runtime child started outside its own (a Node helper, a browser: see
-// node::record_child_group) are listed in `file`; once the child has ended, however it ended
-// (a timeout or a crash kills only its own group), whatever is left of them is killed.
 // Field 22 of /proc/<pid>/stat (the start time), or -1 when there is no such process.
 long long start_ticks(long long pid) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
@@ -97,17 +94,20 @@ std::vector<long long> child_groups_of(long long parent) {
   return out;
 }
 
+// Process groups a runtime child started outside its own (a Node helper, a browser: see
+// node::record_child_group) are listed in `file`; once the child has ended, however it ended
+// (a timeout or a crash kills only its own group), whatever is left of them is killed.
 void kill_child_groups(const fs::path& file) {
   std::ifstream in(file);
   long long g = 0, ticks = 0;
   while (in >> g >> ticks) {
     if (g <= 1) continue;
-    // A leader with another start time is a later process that reused the id: not ours.
+    // Only a group whose leader still runs with the recorded start time is ours: once the leader
+    // is gone its id may lead another group (pid_max is small), which must not be touched.
     const long long now = start_ticks(g);
-    if (now >= 0 && ticks >= 0 && now != ticks) continue;
+    if (now < 0 || ticks < 0 || now != ticks) continue;
     // A helper killed before it reported its browser: the browser is still its child.
-    if (now >= 0)
-      for (long long c : child_groups_of(g)) ::kill(static_cast<pid_t>(-c), SIGKILL);
+    for (long long c : child_groups_of(g)) ::kill(static_cast<pid_t>(-c), SIGKILL);
     ::kill(static_cast<pid_t>(-g), SIGKILL);
   }
   in.close();
