@@ -3,7 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -90,7 +90,7 @@ long long process_start_ticks(pid_t pid) {
   return std::atoll(field.c_str());
 }
 
-void record_child_group(pid_t pgid) {
+void record_child_group(pid_t pgid, const char* kind) {
   const char* file = std::getenv("CROSSDL_CHILD_GROUPS_FILE");
   if (file == nullptr || *file == '\0' || pgid <= 1) return;
   // One short append per line: O_APPEND keeps lines whole when several writers share the file.
@@ -98,7 +98,7 @@ void record_child_group(pid_t pgid) {
   if (fd < 0) return;
   // The leader's start time lets the reader tell the group from a later one with the same id.
   const std::string line =
-      std::to_string(pgid) + " " + std::to_string(process_start_ticks(pgid)) + "\n";
+      std::to_string(pgid) + " " + std::to_string(process_start_ticks(pgid)) + " " + kind + "\n";
   (void)!::write(fd, line.data(), line.size());
   ::close(fd);
 }
@@ -221,30 +221,36 @@ Status HelperProcess::start() {
     for (int fd : {pin[0], pin[1], pout[0], pout[1]}) ::close(fd);
     return Status::failed(spec_.label + errno_text(": pipe"));
   }
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, pin[0], 0);
-  posix_spawn_file_actions_adddup2(&fa, pout[1], 1);
-  posix_spawn_file_actions_adddup2(&fa, perr[1], 2);
-  // The helper must die with its default SIGPIPE handling whatever crossdl's own mask is.
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none, dflt;
-  sigemptyset(&none);
-  sigemptyset(&dflt);
-  sigaddset(&dflt, SIGPIPE);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &dflt);
-  // Its own process group, so that killing the helper kills whatever it started with it.
-  posix_spawnattr_setpgroup(&attr, 0);
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+  // fork + exec rather than posix_spawn: the child also asks for SIGTERM when crossdl dies
+  // (PR_SET_PDEATHSIG), so that a crossdl child killed from outside (a study cell's timeout kills
+  // only the cell's group) does not leave the helper, in its own group, running: the web helper
+  // closes its browser on SIGTERM. Between fork and exec only async-signal-safe calls.
   std::string arg0 = "node", arg1 = script;
   char* argv[] = {arg0.data(), arg1.data(), nullptr};
-  pid_t pid = -1;
-  const int rc = ::posix_spawn(&pid, node.c_str(), &fa, &attr, argv, environ);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    // Its own process group, so that killing the helper kills whatever it started with it.
+    ::setpgid(0, 0);
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != parent) ::_exit(127);  // crossdl died before the request took effect
+    ::dup2(pin[0], 0);
+    ::dup2(pout[1], 1);
+    ::dup2(perr[1], 2);
+    // The helper must die with default SIGPIPE/SIGTERM handling whatever crossdl's own is.
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    ::sigaction(SIGPIPE, &dfl, nullptr);
+    ::sigaction(SIGTERM, &dfl, nullptr);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::execve(node.c_str(), argv, environ);
+    ::_exit(127);
+  }
+  const int rc = pid < 0 ? errno : 0;
+  // Also here: whichever of parent and child runs first, the group exists before any kill(-pid).
+  if (pid > 0) ::setpgid(pid, pid);
   ::close(pin[0]);
   ::close(pout[1]);
   ::close(perr[1]);
@@ -253,7 +259,7 @@ Status HelperProcess::start() {
     return Status::failed(spec_.label + ": cannot start " + node + ": " + std::strerror(rc));
   }
   pid_ = pid;
-  record_child_group(pid);
+  record_child_group(pid, "helper");
   in_ = pin[1];
   out_ = pout[0];
   err_ = perr[0];

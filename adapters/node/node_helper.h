@@ -37,10 +37,11 @@ std::chrono::milliseconds reply_timeout(const char* env_var);
 
 // Child process groups that must not outlive a crossdl child killed from outside (a compare or
 // study timeout kills only its own group, and the helper and a browser run in groups of their
-// own): when $CROSSDL_CHILD_GROUPS_FILE names a file, "<pgid> <leader start time>" is appended
-// to it as one line (the start time in clock ticks, field 22 of /proc/<pid>/stat, -1 when
-// unknown), and whoever set the variable kills the groups listed there once the child has ended.
-void record_child_group(pid_t pgid);
+// own): when $CROSSDL_CHILD_GROUPS_FILE names a file, "<pgid> <leader start time> <kind>" is
+// appended to it as one line (the start time in clock ticks, field 22 of /proc/<pid>/stat, -1
+// when unknown; kind "helper" or "browser"), and whoever set the variable kills the groups listed
+// there once the child has ended (a helper first gets a few seconds to close its browser).
+void record_child_group(pid_t pgid, const char* kind);
 // Field 22 of /proc/<pid>/stat, or -1.
 long long process_start_ticks(pid_t pid);
 
@@ -60,8 +61,10 @@ class HelperProcess {
   // always reaps it.
   ~HelperProcess();
 
-  // Spawns `node <script>` in a process group of its own (recorded with record_child_group);
-  // a failed Status says what was missing.
+  // Spawns `node <script>` in a process group of its own (recorded with record_child_group),
+  // which gets SIGTERM if the thread that started it ends (PR_SET_PDEATHSIG: start helpers from
+  // a thread that lives as long as they should, crossdl's main thread); a failed Status says
+  // what was missing.
   Status start();
   bool alive() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }  // also the process group id; -1 when not running

@@ -181,7 +181,7 @@ Status WebSession::open(const std::string& artefact_dir, int threads) {
   if (r.contains("browser_pid") && r["browser_pid"].is_number_integer()) {
     start_.browser_pid = static_cast<pid_t>(r["browser_pid"].get<long long>());
     if (start_.browser_pid > 1) {
-      node::record_child_group(start_.browser_pid);
+      node::record_child_group(start_.browser_pid, "browser");
       groups_.emplace(start_.browser_pid, node::process_start_ticks(start_.browser_pid));
     }
   }

@@ -5,11 +5,13 @@
 #include <stdlib.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 #include "crossdl/compare.h"
@@ -98,21 +100,37 @@ std::vector<long long> child_groups_of(long long parent) {
 // node::record_child_group) are listed in `file`; once the child has ended, however it ended
 // (a timeout or a crash kills only its own group), whatever is left of them is killed.
 void kill_child_groups(const fs::path& file) {
-  std::ifstream in(file);
-  long long g = 0, ticks = 0;
-  while (in >> g >> ticks) {
-    if (g <= 1) continue;
-    // Only a group whose leader still runs with the recorded start time is ours: once the leader
-    // is gone its id may lead another group (pid_max is small), which must not be touched.
-    const long long now = start_ticks(g);
-    if (now < 0 || ticks < 0 || now != ticks) continue;
-    // A helper killed before it reported its browser: the browser is still its child.
-    for (long long c : child_groups_of(g)) ::kill(static_cast<pid_t>(-c), SIGKILL);
-    ::kill(static_cast<pid_t>(-g), SIGKILL);
+  struct Group {
+    long long pgid = 0, ticks = 0;
+    std::string kind;  // "helper" or "browser"
+  };
+  std::vector<Group> groups;
+  {
+    std::ifstream in(file);
+    Group g;
+    while (in >> g.pgid >> g.ticks >> g.kind)
+      if (g.pgid > 1 && g.ticks >= 0) groups.push_back(g);
   }
-  in.close();
   std::error_code ec;
   fs::remove(file, ec);
+  // Only a group whose leader still runs with the recorded start time is ours: once the leader
+  // is gone its id may lead another group (pid_max is small), which must not be touched.
+  auto ours = [](const Group& g) { return start_ticks(g.pgid) == g.ticks; };
+  // A helper whose crossdl died gets SIGTERM (PR_SET_PDEATHSIG) and closes its browser and
+  // removes the profile itself: give it a few seconds before killing what is left.
+  auto helper_running = [&] {
+    return std::any_of(groups.begin(), groups.end(),
+                       [&](const Group& g) { return g.kind == "helper" && ours(g); });
+  };
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(6);
+  while (helper_running() && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  for (const Group& g : groups) {
+    if (!ours(g)) continue;
+    // A helper killed before it reported its browser: the browser is still its child.
+    for (long long c : child_groups_of(g.pgid)) ::kill(static_cast<pid_t>(-c), SIGKILL);
+    ::kill(static_cast<pid_t>(-g.pgid), SIGKILL);
+  }
 }
 
 }  // namespace
