@@ -15,6 +15,7 @@
 #include "app_support.h"
 #include "crossdl/zoo.h"
 #include "support.h"
+#include "web_session.h"
 
 using namespace crossdl;
 using test::max_abs_diff;
@@ -24,6 +25,19 @@ namespace {
 const zoo::InputSpec kMnistLike{{1, 28, 28}, DType::F32, 10, 0};
 constexpr std::int64_t kBatch = 16;
 constexpr int kSteps = 3;
+
+// Whether the browser of `platform` is installed (the tests that need it skip, saying so).
+bool have_browser(const std::string& platform, std::string& why) {
+  const std::string exe = web::browser_executable(platform);
+  if (exe.empty() || std::filesystem::exists(exe)) return true;
+  why = exe + " is not installed (apt-get install chromium firefox-esr)";
+  return false;
+}
+#define REQUIRE_BROWSER(platform)                            \
+  do {                                                       \
+    std::string why_;                                        \
+    if (!have_browser(platform, why_)) GTEST_SKIP() << why_; \
+  } while (0)
 
 struct Trained {
   std::vector<double> losses;
@@ -126,6 +140,7 @@ TEST_F(TfjsTrainTest, CpuInNodeMatchesTorch) {
 }
 
 TEST_F(TfjsTrainTest, CpuInChromiumMatchesTorch) {
+  REQUIRE_BROWSER("chromium");
   compare("tfjs-train@chromium", sgd(), 1e-5, 1e-5);
 }
 
@@ -148,6 +163,7 @@ TEST_F(TfjsTrainTest, LstmInNodeMatchesTorch) {
 // WebGL2 on SwiftShader: float32 textures but its own shader arithmetic (exp/log in the
 // softmax, reduction order): measured below, looser.
 TEST_F(TfjsTrainTest, WebglInChromiumMatchesTorch) {
+  REQUIRE_BROWSER("chromium");
   compare("tfjs-train:webgl@chromium", sgd(), 1e-4, 1e-4);
 }
 
@@ -167,6 +183,7 @@ TEST_F(TfjsTrainTest, RefusesGruWasmConvAndUnknownVariants) {
 // Through the CLI on a tiny subset: the same test predictions as LibTorch trained the same way
 // (4 steps of 32 images; the weights agree to ~1e-8, far from any of 64 decision boundaries).
 TEST_F(TfjsTrainTest, CliTrainsInChromiumLikeTorch) {
+  REQUIRE_BROWSER("chromium");
   const std::string dir = test::scratch_dir("tfjs-train-cli");
   const std::string err = dir + "/stderr.txt";
   const std::string args =
