@@ -144,6 +144,11 @@ TEST_F(TfjsTrainTest, CpuInChromiumMatchesTorch) {
   compare("tfjs-train@chromium", sgd(), 1e-5, 1e-5);
 }
 
+TEST_F(TfjsTrainTest, CpuInFirefoxMatchesTorch) {
+  REQUIRE_BROWSER("firefox");
+  compare("tfjs-train@firefox", sgd(), 1e-5, 1e-5);
+}
+
 // Adam (bias-corrected, weight decay in the gradient): an element whose gradient is near zero
 // gets a step of about lr * g / (|g| + eps), so a tiny difference in g moves it by a fraction of
 // lr; with lr 1e-3 the weights agree to 1e-5 (measured below).
