@@ -14,14 +14,17 @@ namespace {
 // framework for 3 seeds; ResNet-20 and the LSTM on a documented subset (2,000 training / 1,000
 // test images: Darknet trains ResNet-20 ~18x slower than LibTorch) for one seed; LeNet-5 repeated
 // and rerun on 2 threads on a 10,000-image subset to measure reproducibility. A framework that
-// cannot express a model, or is not installed, is a recorded skip with its reason. Then every
-// seed-1 model migrates to every runtime.
+// cannot express a model, or is not installed, is a recorded skip with its reason. LeNet-5 is also
+// trained by TF.js in headless Chromium on a 2,048-image subset. Then every seed-1 model migrates
+// to every native runtime, and the LibTorch ones to every web runtime, backend and browser.
 constexpr const char* kQuick = R"(name: quick
 description: >
   The same training configuration in every framework (LibTorch, dlib, Darknet): identical initial
   weights, minibatches and optimiser settings. LeNet-1 and LeNet-5 on Fashion-MNIST over 3 seeds;
-  ResNet-20 and an LSTM on a subset; repeated runs and a second thread count for reproducibility.
-  One epoch each.
+  ResNet-20 and an LSTM on a subset; repeated runs and a second thread count for reproducibility;
+  LeNet-5 trained by TF.js in Chromium (cpu and WebGL) on a subset. One epoch each. Then the same
+  weights in every native runtime, and in TF.js, ONNX Runtime Web and TFLite in Chromium, Firefox
+  and Node.
 timeout_s: 900
 defaults:
   epochs: 1
@@ -53,6 +56,16 @@ stages:
       replicate: [0, 1]
       threads: [1, 2]
     params: {train_limit: 10000, test_limit: 2000}
+  # Training in the browser: TF.js trains the same description from the same initial weights on
+  # the same minibatches in headless Chromium (cpu and WebGL backends), next to the three native
+  # frameworks on the same subset (2,048 training images: TF.js takes ~1.5 s per 64-image step).
+  - stage: train
+    axes:
+      model: [lenet5]
+      dataset: [fashion-mnist]
+      framework: [torch, dlib, darknet, tfjs-train@chromium, tfjs-train:webgl@chromium]
+      seed: [1]
+    params: {train_limit: 2048, test_limit: 1000}
   # Migration: each seed-1 model trained above, written in every runtime's format and run there,
   # compared with the training framework's own outputs. Arm NN's CpuRef backend is a slow
   # reference implementation, so it runs fewer test images (recorded as test_size); so does TF.js's
