@@ -11,11 +11,14 @@
 import { createRequire } from 'node:module';
 import { createInterface } from 'node:readline';
 import { createServer } from 'node:http';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, statSync, createReadStream } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync, createReadStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, extname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { performance } from 'node:perf_hooks';
+import { Worker } from 'node:worker_threads';
+
+import { childrenOf, killTree, treePids } from './proc-tree.mjs';
 
 const PROTOCOL = 1;
 const require = createRequire(import.meta.url);
@@ -162,37 +165,6 @@ function startServer(artefactDir) {
 // Memory: PSS over a process tree (Firefox forks from non-main threads, so every task's children
 // count), sampled every 100 ms for the peak.
 
-function childrenOf(pid) {
-  const out = [];
-  let tasks = [];
-  try {
-    tasks = readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return out;
-  }
-  for (const t of tasks) {
-    try {
-      for (const c of readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').split(/\s+/))
-        if (c) out.push(Number(c));
-    } catch {
-      // the task ended meanwhile
-    }
-  }
-  return out;
-}
-
-function treePids(root) {
-  const seen = new Set();
-  const stack = [root];
-  while (stack.length) {
-    const pid = stack.pop();
-    if (seen.has(pid)) continue;
-    seen.add(pid);
-    stack.push(...childrenOf(pid));
-  }
-  return [...seen];
-}
-
 function pssTree(root) {
   const seen = new Set();
   const stack = [root];
@@ -311,6 +283,7 @@ async function startNode(req, t0) {
 async function launchBrowser(req) {
   const puppeteer = require('puppeteer-core');
   state.profile = mkdtempSync(join(tmpdir(), `crossdl-${req.platform}-`));
+  watchdog.postMessage({ profile: state.profile });
   const common = {
     executablePath: BROWSERS[req.platform].exe,
     headless: true,
@@ -357,6 +330,7 @@ async function startBrowser(req, t0) {
   state.browser = browser;
   const proc = browser.process();
   state.browserPid = proc ? proc.pid : null;
+  watchdog.postMessage({ browserPid: state.browserPid });
   if (state.browserPid) state.rootPid = state.browserPid;
   browser.on('disconnected', () => {
     if (!state.browserExited) state.browserExited = `${req.platform} exited or closed its connection`;
@@ -499,36 +473,25 @@ async function teardown() {
     const timedOut = new Promise((ok) => setTimeout(() => ok(false), 5000).unref());
     const clean = await Promise.race([closed, timedOut]);
     // Whatever of its process group is left (a hung close, a child that outlived it) goes too.
-    killGroup(state.browserPid);
-    for (const pid of tree) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
+    killTree(state.browserPid);
+    for (const pid of tree) killTree(pid);
     if (!clean) log('the browser did not close in 5 s: its process group was killed');
   }
   state.browserPid = null;
+  watchdog.postMessage({ browserPid: null });
+  // A browser still launching (SIGTERM during start) has no recorded pid: every process this
+  // helper started goes, so that its profile can be removed.
+  for (const pid of treePids(process.pid)) if (pid !== process.pid) killTree(pid);
   if (state.server) state.server.close();
   state.server = null;
   if (state.profile) {
     try {
-      rmSync(state.profile, { recursive: true, force: true, maxRetries: 3 });
+      rmSync(state.profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
     } catch (e) {
       log(`cannot remove profile ${state.profile}: ${e.message}`);
     }
   }
   state.profile = null;
-}
-
-function killGroup(pid) {
-  if (!pid) return;
-  try {
-    process.kill(-pid, 'SIGKILL');
-  } catch {
-    // already gone
-  }
 }
 
 let closing = null;
@@ -539,7 +502,7 @@ function shutdown() {
 
 // Last resort at exit (synchronous): kill the browser's group, remove the profile.
 function killBrowserNow() {
-  killGroup(state.browserPid);
+  killTree(state.browserPid);
   if (state.profile) rmSync(state.profile, { recursive: true, force: true });
 }
 
@@ -558,6 +521,12 @@ process.on('unhandledRejection', (e) => {
   shutdown().finally(() => process.exit(1));
 });
 process.on('exit', killBrowserNow);
+
+// The watchdog thread (web/helper-watchdog.mjs): cleans up when crossdl died and this thread is
+// too busy to notice. unref(): it never keeps the helper alive.
+const watchdog = new Worker(new URL('./helper-watchdog.mjs', import.meta.url),
+                            { workerData: { parentPid: process.ppid }, stdout: false, stderr: false });
+watchdog.unref();
 
 async function main() {
   const rl = createInterface({ input: process.stdin, crlfDelay: Infinity });
