@@ -188,20 +188,27 @@ TEST(StudyPresets, ParseAndPlan) {
   EXPECT_EQ(quick.source, "preset:quick");
   auto q = study_plan(quick);
   // Training: 2 LeNets x 3 frameworks x 3 seeds, 2 models x 3 frameworks, 3 frameworks x 2 x 2
-  // repeats. Migration: 4 models x 3 training frameworks x 9 runtimes.
-  EXPECT_EQ(q.size(), 18u + 6u + 12u + 4u * 3u * 9u);
+  // repeats, LeNet-5 in 3 frameworks + TF.js in Chromium on 2 backends. Migration: 4 models x 3
+  // training frameworks x 9 runtimes; 3 LibTorch models x 24 web runtime:backend@platform.
+  EXPECT_EQ(q.size(), 18u + 6u + 12u + 5u + 4u * 3u * 9u + 3u * 24u);
   EXPECT_EQ(q[18].value("model"), "resnet20");
   EXPECT_EQ(q[18].value("train_limit"), 2000);
   EXPECT_EQ(q[18].value("test_limit"), 1000);
   EXPECT_EQ(q[35].value("replicate"), 1);
   EXPECT_EQ(q[35].value("threads"), 2);
+  EXPECT_EQ(q[39].value("framework"), "tfjs-train@chromium");
+  EXPECT_EQ(q[39].value("train_limit"), 2048);
+  EXPECT_EQ(q[149].stage, "migrate");
+  EXPECT_EQ(q[149].value("runtime"), "tfjs:cpu@node");
+  EXPECT_EQ(q.back().value("runtime"), "tflite-web:wasm@firefox");
+  EXPECT_EQ(q.back().value("model"), "resnet20");
   auto p = study_plan(study_preset("paper"));
   // 6 models x 3 frameworks x 5 seeds; seed 1 of each migrates to 9 runtimes.
   EXPECT_EQ(p.size(), 6u * 3u * 5u + 6u * 3u * 9u);
   for (const auto& c : p) EXPECT_EQ(c.value("epochs"), 10);
-  EXPECT_EQ(q[36].stage, "migrate");
-  EXPECT_EQ(q[36].value("runtime"), "torch");
-  EXPECT_EQ(q[36].value("framework"), "torch");
+  EXPECT_EQ(q[41].stage, "migrate");
+  EXPECT_EQ(q[41].value("runtime"), "torch");
+  EXPECT_EQ(q[41].value("framework"), "torch");
   try {
     study_preset("huge");
     FAIL();
