@@ -104,8 +104,13 @@ struct OutputMap {
 
 class WebRunner : public Runner {
  public:
-  WebRunner(const ir::Model& m, Kind k, std::unique_ptr<WebSession> s, OutputMap outs)
-      : m_(m), kind_(k), session_(std::move(s)), outs_(std::move(outs)) {
+  WebRunner(const ir::Model& m, Kind k, std::unique_ptr<WebSession> s, OutputMap outs,
+            double model_load_ms)
+      : m_(m),
+        kind_(k),
+        session_(std::move(s)),
+        outs_(std::move(outs)),
+        model_load_ms_(model_load_ms) {
     const std::vector<Shape> shapes = ir::infer_shapes(m_);
     for (std::size_t i = 0; i < m_.layers.size(); ++i) sample_[m_.layers[i].name] = shapes[i];
   }
@@ -165,6 +170,7 @@ class WebRunner : public Runner {
               {"cross_origin_isolated", st.cross_origin_isolated ? "true" : "false"}};
     f.numbers = {{"timer_resolution_ms", st.timer_resolution_ms},
                  {"start_ms", st.ms},
+                 {"model_load_ms", model_load_ms_},
                  {"threads", static_cast<double>(st.threads)}};
     web::WebMemory mem;
     if (Status s = session_->memory(mem); s.is_ok()) {
@@ -186,6 +192,7 @@ class WebRunner : public Runner {
   Kind kind_;
   std::unique_ptr<WebSession> session_;
   OutputMap outs_;
+  double model_load_ms_;                 // the load reply's in-page time
   std::map<std::string, Shape> sample_;  // IR layer -> its output shape without the batch
 
   std::string name() const { return session_->target().name(); }
@@ -408,7 +415,12 @@ class WebRuntime : public Runtime {
     OutputMap outs;
     status = guarded_call("load", t_.name().c_str(), [&] { outs = map_outputs(m, file, reply); });
     if (!status.is_ok()) return nullptr;
-    return std::make_unique<WebRunner>(m, kind_, std::move(session), std::move(outs));
+    // The model's own load time, measured where it runs (Runtime::load's time also holds the
+    // browser launch).
+    const double model_load_ms =
+        reply.contains("ms") && reply["ms"].is_number() ? reply["ms"].get<double>() : std::nan("");
+    return std::make_unique<WebRunner>(m, kind_, std::move(session), std::move(outs),
+                                       model_load_ms);
   }
 
  private:

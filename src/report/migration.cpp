@@ -69,8 +69,10 @@ std::string web_section(const std::vector<CellRecord>& web, const ReportPrinter&
   r += "Each model is run by a JavaScript runtime in real headless Chromium and Firefox ESR (pages "
        "served from 127.0.0.1 with cross-origin isolation) or in Node, named "
        "`runtime:backend@platform`. *device* is what the backend actually ran on (a WebGL or "
-       "WebGPU backend on a software rasteriser says so). Load, first-inference and latency times "
-       "are measured in the page with `performance.now()`; PSS is the browser's whole process "
+       "WebGPU backend on a software rasteriser says so). *launch* is starting the browser (or "
+       "Node's libraries) and the page; load, first-inference and latency times are measured in "
+       "the page with `performance.now()` (first: the first batch-1 inference after loading, "
+       "shader compilation included); PSS is the browser's whole process "
        "tree (or Node's process) after the runs, peak PSS the largest the helper sampled every "
        "100 ms, JS heap what the browser reports (empty where it reports none).\n\n";
   ReportTable t;
