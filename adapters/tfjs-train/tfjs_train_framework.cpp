@@ -178,6 +178,11 @@ class TfjsTrainModel {
   std::int64_t steps() const { return steps_; }
   const web::WebStart& started() const { return s_->web.started(); }
   const web::WebTarget& target() const { return s_->web.target(); }
+  Status memory(web::WebMemory& out) {
+    if (!s_->web.is_open())
+      return Status::failed(name_of(s_->web.target()) + ": the helper session is closed");
+    return s_->web.memory(out);
+  }
 
  private:
   const ir::Model m_;
@@ -199,6 +204,30 @@ class TfjsTrainModel {
   }
 };
 
+// What the page ran on and, read now, the browser's (or Node's) memory: its process tree's PSS,
+// the peak the helper sampled since the session started, the JS heap where it is reported.
+RunnerFacts session_facts(TfjsTrainModel& m) {
+  const web::WebStart& s = m.started();
+  RunnerFacts f;
+  f.numbers = {{"timer_resolution_ms", s.timer_resolution_ms}, {"start_ms", s.ms}};
+  f.text = {{"platform", m.target().platform},
+            {"browser", s.browser},
+            {"backend", s.backend},
+            {"device", s.device}};
+  if (m.steps() > 0)
+    f.numbers.push_back({"step_ms_in_page", m.step_ms() / static_cast<double>(m.steps())});
+  web::WebMemory mem;
+  if (Status st = m.memory(mem); st.is_ok()) {
+    f.numbers.push_back({"pss_mb", mem.pss_mb});
+    f.numbers.push_back({"peak_pss_mb", mem.peak_pss_mb});
+    f.numbers.push_back({"processes", static_cast<double>(mem.processes)});
+    if (mem.js_heap_mb >= 0) f.numbers.push_back({"js_heap_mb", mem.js_heap_mb});
+  } else {
+    f.text.push_back({"memory_error", st.message()});
+  }
+  return f;
+}
+
 class TfjsTrainTrainer : public Trainer {
  public:
   explicit TfjsTrainTrainer(std::unique_ptr<TfjsTrainModel> m) : m_(std::move(m)) {}
@@ -207,6 +236,7 @@ class TfjsTrainTrainer : public Trainer {
   }
   Status infer(const Tensor& x, Tensor& logits) override { return m_->infer(x, logits); }
   Status export_weights(WeightSet& out) override { return m_->weights(out); }
+  RunnerFacts facts() override { return session_facts(*m_); }
 
  private:
   std::unique_ptr<TfjsTrainModel> m_;
@@ -216,16 +246,7 @@ class TfjsTrainRunner : public Runner {
  public:
   explicit TfjsTrainRunner(std::unique_ptr<TfjsTrainModel> m) : m_(std::move(m)) {}
   Status infer(const Tensor& x, Tensor& logits) override { return m_->infer(x, logits); }
-  RunnerFacts facts() override {
-    const web::WebStart& s = m_->started();
-    RunnerFacts f;
-    f.numbers = {{"timer_resolution_ms", s.timer_resolution_ms}, {"start_ms", s.ms}};
-    f.text = {{"platform", m_->target().platform},
-              {"browser", s.browser},
-              {"backend", s.backend},
-              {"device", s.device}};
-    return f;
-  }
+  RunnerFacts facts() override { return session_facts(*m_); }
 
  private:
   std::unique_ptr<TfjsTrainModel> m_;

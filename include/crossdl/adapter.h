@@ -99,6 +99,9 @@ class Trainer {
   virtual Status infer(const Tensor& x, Tensor& logits) = 0;
   // The current weights, in the weight set's declared layouts.
   virtual Status export_weights(WeightSet& out) = 0;
+  // Figures only the trainer can see, read once after training (a browser trainer's process-tree
+  // memory, what its backend ran on, the step time measured in the page). Default: none.
+  virtual RunnerFacts facts();
 };
 
 class Framework {

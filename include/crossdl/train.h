@@ -54,6 +54,9 @@ struct TrainRequest {
 EvalResult evaluate_split(const Dataset& ds, const Split& split, std::int64_t batch,
                           const std::function<Status(const Tensor&, Tensor&)>& infer);
 
+// A runner's or trainer's facts as a JSON object (non-finite numbers as null); empty when none.
+nlohmann::json facts_json(const RunnerFacts& f);
+
 // Trains and evaluates; writes the artefacts; returns the metrics object that `crossdl train
 // --json` prints (framework, model, dataset, test_accuracy, seconds, peak_rss_mb, weights_sha256,
 // artefact, epochs, ...), plus "outputs" {test_predictions, test_labels} (per-example, for the

@@ -52,6 +52,10 @@ RunnerFacts Runner::facts() {
   return {};
 }
 
+RunnerFacts Trainer::facts() {
+  return {};
+}
+
 namespace {
 
 struct Known {

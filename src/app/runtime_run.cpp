@@ -201,13 +201,7 @@ json runtime_run(const RuntimeJob& job) {
                      {"runs", lat.size()},
                      {"batch", 1}};
   // What only the runtime can see (a browser's memory, what its backend ran on).
-  const RunnerFacts facts = runner->facts();
-  if (!facts.numbers.empty() || !facts.text.empty()) {
-    json fj = json::object();
-    for (const auto& [k, v] : facts.numbers) fj[k] = std::isfinite(v) ? json(v) : json(nullptr);
-    for (const auto& [k, v] : facts.text) fj[k] = v;
-    r["facts"] = fj;
-  }
+  if (const json fj = facts_json(runner->facts()); !fj.empty()) r["facts"] = fj;
   runner.reset();
 
   if (job.layers) {

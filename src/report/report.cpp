@@ -105,6 +105,12 @@ std::string provenance_section(const std::vector<CellRecord>& cells) {
   return out + "\n";
 }
 
+// A browser trainer's memory is the browser's (Trainer::facts), not the cell's own resident set.
+double browser_peak_pss(const CellRecord& c) {
+  const json f = c.metrics.value("facts", json::object());
+  return f.is_object() ? number(f.value("peak_pss_mb", json())) : std::nan("");
+}
+
 ReportTable training_table(const std::vector<CellRecord>& train) {
   ReportTable t;
   t.title = "Training";
@@ -113,6 +119,10 @@ ReportTable training_table(const std::vector<CellRecord>& train) {
                "test size",     "test accuracy",  "train time (s)", "wall time (s)",
                "peak RSS (MB)", "weights SHA-256"};
   t.key_columns = {"model", "dataset", "framework", "seed", "test accuracy"};
+  const bool browsers = std::any_of(train.begin(), train.end(), [](const CellRecord& c) {
+    return !std::isnan(browser_peak_pss(c));
+  });
+  if (browsers) t.columns.push_back("browser peak PSS (MB)");
   for (const auto& c : train) {
     double rss = number(lookup(c, "peak_rss_mb"));
     if (std::isnan(rss)) rss = c.child_peak_rss_mb;
@@ -124,6 +134,7 @@ ReportTable training_table(const std::vector<CellRecord>& train) {
                       fmt(number(c.metrics.value("test_accuracy", json())), "%.4f"),
                       fmt(number(c.metrics.value("seconds", json())), "%.1f"),
                       fmt(c.elapsed_s, "%.1f"), fmt(rss, "%.1f"), sha});
+    if (browsers) t.rows.back().push_back(fmt(browser_peak_pss(c), "%.0f"));
   }
   return t;
 }
@@ -559,7 +570,10 @@ void report_write(const std::string& dir) {
     r += "## Results\n\n";
     r += "Test accuracy on the test split (or its first `test_limit` examples); train time is "
          "measured inside the cell, wall time around the whole child process; peak RSS is the "
-         "cell's own measurement, else the child's maximum resident set from wait4().\n\n";
+         "cell's own measurement, else the child's maximum resident set from wait4(); a "
+         "framework that trains in a browser (`tfjs-train@...`) holds its memory there, so its "
+         "browser peak PSS is the browser's whole process tree as its helper sampled it every "
+         "100 ms.\n\n";
     r += md->table(training_table(train));
     r += "Mean test accuracy of the finished (ok) cells over seeds, with the two-sided 95% "
          "confidence interval of the mean (Student t, n-1 degrees of freedom; n/a for one "

@@ -35,6 +35,14 @@ nlohmann::json framework_json(const FrameworkInfo& fi, const RunOptions& ro) {
 
 }  // namespace
 
+nlohmann::json facts_json(const RunnerFacts& f) {
+  nlohmann::json fj = nlohmann::json::object();
+  for (const auto& [k, v] : f.numbers)
+    fj[k] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
+  for (const auto& [k, v] : f.text) fj[k] = v;
+  return fj;
+}
+
 EvalResult evaluate_split(const Dataset& ds, const Split& split, std::int64_t batch,
                           const std::function<Status(const Tensor&, Tensor&)>& infer) {
   const auto t0 = Clock::now();
@@ -279,6 +287,8 @@ nlohmann::json train_run(const TrainRequest& req, const TrainProgress& progress)
   WeightSet trained;
   st = trainer->export_weights(trained);
   if (!st.is_ok()) return fail(st.message());
+  // What only the trainer can see (a browser's memory: crossdl's own peak RSS does not hold it).
+  if (const nlohmann::json fj = facts_json(trainer->facts()); !fj.empty()) m["facts"] = fj;
 
   // Final evaluation through a fresh runner on the exported weights: it checks that the weight
   // set alone reproduces the trained model.
