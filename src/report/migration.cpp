@@ -76,11 +76,13 @@ std::string web_section(const std::vector<CellRecord>& web, const ReportPrinter&
        "tree (or Node's process) after the runs, peak PSS the largest the helper sampled every "
        "100 ms, JS heap what the browser reports (empty where it reports none).\n\n";
   ReportTable t;
-  t.columns = {"model",    "trained in", "runtime",  "status",        "device",      "test n",
-               "Δacc",     "disagree",   "max |Δ|",  "in tol",        "load (ms)",   "first (ms)",
-               "p50 (ms)", "p95 (ms)",   "PSS (MB)", "peak PSS (MB)", "JS heap (MB)"};
+  t.columns = {"model",      "trained in", "runtime",  "status",   "device",        "test n",
+               "Δacc",       "disagree",   "max |Δ|",  "in tol",   "launch (ms)",   "load (ms)",
+               "first (ms)", "p50 (ms)",   "p95 (ms)", "PSS (MB)", "peak PSS (MB)", "JS heap (MB)"};
   t.key_columns = {"model", "trained in", "runtime", "status"};
-  std::string skips;
+  // Why a combination did not run, once per runtime and reason (the reason rarely depends on the
+  // model), with the models it concerns.
+  std::vector<std::pair<std::string, std::string>> not_run;  // (runtime + reason, models)
   for (const auto& c : web) {
     const json& m = c.metrics;
     const json d = m.value("logits_diff", json::object());
@@ -91,15 +93,25 @@ std::string web_section(const std::vector<CellRecord>& web, const ReportPrinter&
          fmt(num(m, "accuracy_delta") * 100, "%+.2f pp"),
          m.contains("disagreement") ? std::to_string(m["disagreement"].get<long long>()) : "",
          fmt(num(d, "max_abs"), "%.2g"), d.empty() ? "" : (d.value("within", false) ? "yes" : "no"),
-         fmt(num(m, "load_ms"), "%.0f"), fmt(num(m, "first_infer_ms"), "%.1f"),
-         fmt(num(lat, "p50"), "%.3f"), fmt(num(lat, "p95"), "%.3f"), fmt(fact(m, "pss_mb"), "%.0f"),
+         fmt(fact(m, "start_ms"), "%.0f"), fmt(fact(m, "model_load_ms"), "%.0f"),
+         fmt(num(m, "first_infer_ms"), "%.1f"), fmt(num(lat, "p50"), "%.3f"),
+         fmt(num(lat, "p95"), "%.3f"), fmt(fact(m, "pss_mb"), "%.0f"),
          fmt(fact(m, "peak_pss_mb"), "%.0f"), fmt(fact(m, "js_heap_mb"), "%.1f")});
-    if (c.status != "ok" && !c.message.empty())
-      skips += "- " + axis(c, "runtime") + " (" + axis(c, "model") + "): " + c.status + ": " +
-               c.message + "\n";
+    if (c.status == "ok" || c.message.empty()) continue;
+    const std::string key = axis(c, "runtime") + ": " + c.status + ": " + c.message;
+    auto it =
+        std::find_if(not_run.begin(), not_run.end(), [&](const auto& e) { return e.first == key; });
+    if (it == not_run.end())
+      not_run.emplace_back(key, axis(c, "model"));
+    else
+      it->second += ", " + axis(c, "model");
   }
   r += md.table(t);
-  if (!skips.empty()) r += "Combinations that did not run here, and why:\n\n" + skips + "\n";
+  if (!not_run.empty()) {
+    r += "Combinations that did not run here, and why:\n\n";
+    for (const auto& [why, models] : not_run) r += "- " + why + " (" + models + ")\n";
+    r += "\n";
+  }
   return r;
 }
 
