@@ -1,5 +1,7 @@
 #include "node_helper.h"
 
+#include "crossdl/procfs.h"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -12,8 +14,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <thread>
 
 #ifndef CROSSDL_SOURCE_DIR
@@ -75,20 +75,6 @@ class SigpipeBlock {
 constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 }  // namespace
-
-long long process_start_ticks(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat;
-  if (!std::getline(f, stat)) return -1;
-  const std::size_t close = stat.rfind(')');  // the command name may hold spaces
-  if (close == std::string::npos) return -1;
-  std::istringstream rest(stat.substr(close + 1));
-  std::string field;
-  // Fields 3.. follow the name; the start time is field 22.
-  for (int i = 3; i <= 22; ++i)
-    if (!(rest >> field)) return -1;
-  return std::atoll(field.c_str());
-}
 
 void record_child_group(pid_t pgid, const char* kind) {
   const char* file = std::getenv("CROSSDL_CHILD_GROUPS_FILE");

@@ -42,8 +42,6 @@ std::chrono::milliseconds reply_timeout(const char* env_var);
 // when unknown; kind "helper" or "browser"), and whoever set the variable kills the groups listed
 // there once the child has ended (a helper first gets a few seconds to close its browser).
 void record_child_group(pid_t pgid, const char* kind);
-// Field 22 of /proc/<pid>/stat, or -1.
-long long process_start_ticks(pid_t pid);
 
 std::string base64_encode(const void* data, std::size_t n);
 // False (with `why`) on a character outside the alphabet or a bad length.

@@ -1,13 +1,12 @@
 #include "web_session.h"
 
+#include "crossdl/procfs.h"
+
 #include <signal.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <set>
-#include <sstream>
 
 namespace crossdl::web {
 
@@ -15,29 +14,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-// The children of `parent` (from /proc/<pid>/stat: "pid (comm) state ppid pgrp ..."), with their
-// process groups. The browser is node's child in a group of its own.
-std::set<pid_t> child_groups(pid_t parent) {
-  std::set<pid_t> out;
-  if (parent <= 1) return out;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator("/proc", ec)) {
-    const std::string name = e.path().filename().string();
-    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream f(e.path() / "stat");
-    std::string stat;
-    if (!std::getline(f, stat)) continue;
-    const std::size_t close = stat.rfind(')');  // comm may hold spaces and parentheses
-    if (close == std::string::npos) continue;
-    std::istringstream rest(stat.substr(close + 1));
-    char state = 0;
-    long ppid = 0, pgrp = 0;
-    if (!(rest >> state >> ppid >> pgrp)) continue;
-    if (ppid == parent && pgrp > 1 && pgrp != parent) out.insert(static_cast<pid_t>(pgrp));
-  }
-  return out;
-}
 
 bool speaks_protocol(const json& hello) {
   return hello.is_object() && hello.contains("protocol") && hello["protocol"].is_number_integer() &&
@@ -123,7 +99,7 @@ WebSession::~WebSession() {
 
 void WebSession::kill_browser_groups() {
   for (const auto& [g, ticks] : groups_)
-    if (ticks >= 0 && node::process_start_ticks(g) == ticks) ::kill(-g, SIGKILL);
+    if (ticks >= 0 && process_start_ticks(g) == ticks) ::kill(-g, SIGKILL);
   groups_.clear();
 }
 
@@ -160,7 +136,8 @@ Status WebSession::open(const std::string& artefact_dir, int threads) {
   // A failed call stops the helper inside HelperProcess: the browser, node's child in a group of
   // its own, must be found before that.
   helper_->on_before_stop([this](pid_t helper) {
-    for (pid_t g : child_groups(helper)) groups_.emplace(g, node::process_start_ticks(g));
+    for (long long g : child_process_groups(helper))
+      groups_.emplace(static_cast<pid_t>(g), process_start_ticks(g));
   });
   if (Status s = helper_->start(); !s.is_ok()) return fail_closed(s);
   if (Status s = call({{"op", "hello"}, {"protocol", kWebProtocol}}, hello_); !s.is_ok())
@@ -182,7 +159,7 @@ Status WebSession::open(const std::string& artefact_dir, int threads) {
     start_.browser_pid = static_cast<pid_t>(r["browser_pid"].get<long long>());
     if (start_.browser_pid > 1) {
       node::record_child_group(start_.browser_pid, "browser");
-      groups_.emplace(start_.browser_pid, node::process_start_ticks(start_.browser_pid));
+      groups_.emplace(start_.browser_pid, process_start_ticks(start_.browser_pid));
     }
   }
   if (target_.browser() && start_.browser_pid <= 1)

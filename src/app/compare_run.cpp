@@ -10,13 +10,13 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <sstream>
 #include <thread>
 #include <vector>
 
 #include "crossdl/compare.h"
 #include "crossdl/npy.h"
 #include "crossdl/onnx_io.h"
+#include "crossdl/procfs.h"
 #include "crossdl/provenance.h"
 #include "crossdl/runtime.h"
 #include "crossdl/status.h"
@@ -60,42 +60,6 @@ struct WorkDir {
   }
 };
 
-// Field 22 of /proc/<pid>/stat (the start time), or -1 when there is no such process.
-long long start_ticks(long long pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat;
-  if (!std::getline(f, stat)) return -1;
-  const std::size_t close = stat.rfind(')');
-  if (close == std::string::npos) return -1;
-  std::istringstream rest(stat.substr(close + 1));
-  std::string field;
-  for (int i = 3; i <= 22; ++i)
-    if (!(rest >> field)) return -1;
-  return std::atoll(field.c_str());
-}
-
-// The process groups of `parent`'s children that are not its own group (a browser the helper
-// launched detached).
-std::vector<long long> child_groups_of(long long parent) {
-  std::vector<long long> out;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator("/proc", ec)) {
-    const std::string name = e.path().filename().string();
-    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream f(e.path() / "stat");
-    std::string stat;
-    if (!std::getline(f, stat)) continue;
-    const std::size_t close = stat.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream rest(stat.substr(close + 1));
-    char state = 0;
-    long long ppid = 0, pgrp = 0;
-    if ((rest >> state >> ppid >> pgrp) && ppid == parent && pgrp > 1 && pgrp != parent)
-      out.push_back(pgrp);
-  }
-  return out;
-}
-
 // Process groups a runtime child started outside its own (a Node helper, a browser: see
 // node::record_child_group) are listed in `file`; once the child has ended, however it ended
 // (a timeout or a crash kills only its own group), whatever is left of them is killed.
@@ -115,7 +79,7 @@ void kill_child_groups(const fs::path& file) {
   fs::remove(file, ec);
   // Only a group whose leader still runs with the recorded start time is ours: once the leader
   // is gone its id may lead another group (pid_max is small), which must not be touched.
-  auto ours = [](const Group& g) { return start_ticks(g.pgid) == g.ticks; };
+  auto ours = [](const Group& g) { return process_start_ticks(g.pgid) == g.ticks; };
   // A helper whose crossdl died gets SIGTERM (PR_SET_PDEATHSIG) and closes its browser and
   // removes the profile itself: give it a few seconds before killing what is left.
   auto helper_running = [&] {
@@ -128,7 +92,7 @@ void kill_child_groups(const fs::path& file) {
   for (const Group& g : groups) {
     if (!ours(g)) continue;
     // A helper killed before it reported its browser: the browser is still its child.
-    for (long long c : child_groups_of(g.pgid)) ::kill(static_cast<pid_t>(-c), SIGKILL);
+    for (long long c : child_process_groups(g.pgid)) ::kill(static_cast<pid_t>(-c), SIGKILL);
     ::kill(static_cast<pid_t>(-g.pgid), SIGKILL);
   }
 }
