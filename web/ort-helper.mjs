@@ -7,8 +7,9 @@
 // reply's id always answers the oldest unanswered request. EOF on stdin releases the session and
 // exits 0.
 import { createRequire } from 'node:module';
-import { createInterface } from 'node:readline';
 import { performance } from 'node:perf_hooks';
+
+import { serveJsonLines } from './json-lines.mjs';
 
 const PROTOCOL = 1;
 const require = createRequire(import.meta.url);
@@ -125,25 +126,7 @@ async function handle(req) {
 }
 
 async function main() {
-  const rl = createInterface({ input: process.stdin, crlfDelay: Infinity });
-  for await (const line of rl) {
-    if (line.trim() === '') continue;
-    let req;
-    try {
-      req = JSON.parse(line);
-    } catch (e) {
-      process.stdout.write(JSON.stringify({ id: null, ok: false, error: `bad JSON: ${e.message}` }) + '\n');
-      continue;
-    }
-    const id = req && Number.isInteger(req.id) ? req.id : null;
-    let reply;
-    try {
-      reply = { id, ok: true, ...(await handle(req)) };
-    } catch (e) {
-      reply = { id, ok: false, error: String(e && e.message ? e.message : e) };
-    }
-    process.stdout.write(JSON.stringify(reply) + '\n');
-  }
+  await serveJsonLines(handle);
   if (session) await session.release();
 }
 

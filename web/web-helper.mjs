@@ -9,7 +9,6 @@
 // page.evaluate. EOF on stdin, SIGTERM/SIGINT/SIGHUP or an uncaught error close the browser,
 // remove its temporary profile and exit.
 import { createRequire } from 'node:module';
-import { createInterface } from 'node:readline';
 import { createServer } from 'node:http';
 import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync, createReadStream } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,6 +17,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 
+import { serveJsonLines } from './json-lines.mjs';
 import { childrenOf, killTree, treePids } from './proc-tree.mjs';
 
 const PROTOCOL = 1;
@@ -529,31 +529,12 @@ const watchdog = new Worker(new URL('./helper-watchdog.mjs', import.meta.url),
 watchdog.unref();
 
 async function main() {
-  const rl = createInterface({ input: process.stdin, crlfDelay: Infinity });
-  for await (const line of rl) {
-    if (line.trim() === '') continue;
-    let req;
-    try {
-      req = JSON.parse(line);
-    } catch (e) {
-      process.stdout.write(JSON.stringify({ id: null, ok: false, error: `bad JSON: ${e.message}` }) + '\n');
-      continue;
-    }
-    const id = req && Number.isInteger(req.id) ? req.id : null;
-    let reply;
-    try {
-      reply = { id, ok: true, ...(await handle(req)) };
-    } catch (e) {
-      reply = { id, ok: false, error: String(e && e.message ? e.message : e) };
-      if (e && e.unsupported) reply.unsupported = true;
-    }
-    // A page error since the last reply fails this one, with its message.
-    if (state.pageErrors.length) {
-      const errors = state.pageErrors.splice(0);
-      reply = { id, ok: false, error: `page error: ${errors.join('; ')}` };
-    }
-    process.stdout.write(JSON.stringify(reply) + '\n');
-  }
+  // A page error since the last reply fails this one, with its message.
+  await serveJsonLines(handle, (reply) => {
+    if (!state.pageErrors.length) return reply;
+    const errors = state.pageErrors.splice(0);
+    return { id: reply.id, ok: false, error: `page error: ${errors.join('; ')}` };
+  });
   await shutdown();
 }
 
