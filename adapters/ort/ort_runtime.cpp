@@ -97,23 +97,6 @@ Tensor tensor_from_reply(const json& spec, const std::string& name, Status& st) 
 }
 
 // ONNX's [T,N,F] (the recurrent layers' order) back to the IR's [N,T,F].
-Tensor batch_major(const Tensor& t) {
-  const std::int64_t T = t.dim(0), N = t.dim(1), F = t.dim(2);
-  Tensor out(DType::F32, {N, T, F}, Layout::NTC);
-  const auto src = t.values<float>();
-  auto dst = out.values<float>();
-  for (std::int64_t s = 0; s < T; ++s)
-    for (std::int64_t n = 0; n < N; ++n)
-      std::memcpy(&dst[static_cast<std::size_t>((n * T + s) * F)],
-                  &src[static_cast<std::size_t>((s * N + n) * F)],
-                  static_cast<std::size_t>(F) * sizeof(float));
-  return out;
-}
-
-Layout activation_layout(std::size_t rank) {
-  return rank == 4 ? Layout::NCHW : rank == 3 ? Layout::NTC : rank == 2 ? Layout::NC : Layout::Any;
-}
-
 class OrtRunner : public Runner {
  public:
   OrtRunner(const ir::Model& m, std::unique_ptr<ort::HelperProcess> h,
@@ -145,16 +128,14 @@ class OrtRunner : public Runner {
       const std::string onnx_name = l.name;
       auto it = outs.find(onnx_name);
       if (it == outs.end()) continue;
-      Tensor t = std::move(it->second);
-      // The writer leaves ImageToSequence time-major (onnx_io.h).
-      if (l.op == ir::Op::ImageToSequence && t.rank() == 3) t = batch_major(t);
-      Shape want = {x.dim(0)};
-      want.insert(want.end(), shapes_[i].begin(), shapes_[i].end());
-      if (t.shape() != want)
-        return Status::failed("ort: layer " + l.name + " output has shape " + shape_str(t.shape()) +
-                              ", the IR says " + shape_str(want));
-      t.set_layout(activation_layout(t.rank()));
-      out.push_back({l.name, std::move(t)});
+      const Tensor& t = it->second;
+      Tensor v;
+      try {
+        v = onnx_output_to_ir(l, shapes_[i], x.dim(0), t.shape(), t.values<float>().data());
+      } catch (const InputError& e) {
+        return Status::failed(std::string("ort: ") + e.what());
+      }
+      out.push_back({l.name, std::move(v)});
     }
     return Status::ok();
   }

@@ -7,7 +7,6 @@
 // TFLite, NCHW as it is for ONNX) and every output back to the IR layout, with the same conversions
 // the tfjs, tflite and ort runtimes use, so the helper never sees the IR.
 #include <cmath>
-#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <map>
@@ -18,6 +17,7 @@
 #include <vector>
 
 #include "crossdl/adapter_guard.h"
+#include "crossdl/onnx_io.h"
 #include "crossdl/runtime.h"
 #include "crossdl/tfjs_io.h"
 #include "web_session.h"
@@ -60,37 +60,6 @@ std::string platform_title(const std::string& p) {
   if (p == "chromium") return "Chromium";
   if (p == "firefox") return "Firefox";
   return "Node";
-}
-
-Layout activation_layout(std::size_t rank) {
-  return rank == 4 ? Layout::NCHW : rank == 3 ? Layout::NTC : rank == 2 ? Layout::NC : Layout::Any;
-}
-
-// An ONNX graph output back to the IR layout: the writer leaves ImageToSequence time-major
-// [T,N,F] (crossdl/onnx_io.h); everything else is already the IR's.
-Tensor onnx_output_to_ir(const ir::Layer& l, const Shape& sample, const std::vector<float>& values,
-                         const std::vector<std::int64_t>& shape, std::int64_t batch) {
-  Shape want = {batch};
-  want.insert(want.end(), sample.begin(), sample.end());
-  if (l.op == ir::Op::ImageToSequence && shape.size() == 3 && shape[1] == batch &&
-      want.size() == 3 && shape[0] == want[1] && shape[2] == want[2]) {
-    const std::int64_t T = shape[0], N = shape[1], F = shape[2];
-    Tensor out(DType::F32, {N, T, F}, Layout::NTC);
-    auto dst = out.values<float>();
-    for (std::int64_t s = 0; s < T; ++s)
-      for (std::int64_t n = 0; n < N; ++n)
-        std::memcpy(&dst[static_cast<std::size_t>((n * T + s) * F)],
-                    &values[static_cast<std::size_t>((s * N + n) * F)],
-                    static_cast<std::size_t>(F) * sizeof(float));
-    return out;
-  }
-  if (Shape(shape.begin(), shape.end()) != want)
-    throw std::runtime_error("output of layer " + l.name + " has shape " +
-                             shape_str(Shape(shape.begin(), shape.end())) + ", the IR says " +
-                             shape_str(want));
-  Tensor out(DType::F32, want, activation_layout(want.size()));
-  if (!values.empty()) std::memcpy(out.raw(), values.data(), values.size() * sizeof(float));
-  return out;
 }
 
 // What the runner needs to map the artefact's outputs back to IR layers.
@@ -273,7 +242,8 @@ class WebRunner : public Runner {
           case Kind::Tflite: break;
 #endif
           case Kind::Onnx:
-            t = onnx_output_to_ir(*m_.find(layer), sample_.at(layer), values, shape, x.dim(0));
+            t = onnx_output_to_ir(*m_.find(layer), sample_.at(layer), x.dim(0), shape,
+                                  values.data());
             break;
         }
       });

@@ -21,6 +21,14 @@ struct OnnxWriteOptions {
   bool layer_outputs = false;
 };
 
+// One graph output of a file written with layer_outputs, as a runtime returned it (`shape`,
+// row-major `values`), in the IR's layout of layer `l`'s output: an ImageToSequence output comes
+// back from time-major [T,N,F] to [N,T,F]; the others are already the IR's. `sample` is the
+// layer's output shape without the batch (ir::infer_shapes). Throws InputError naming the layer
+// when the shape does not fit.
+Tensor onnx_output_to_ir(const ir::Layer& l, const Shape& sample, std::int64_t batch,
+                         const Shape& shape, const float* values);
+
 // Throws InputError when the model cannot be expressed; never writes a partial file (writes to a
 // temporary name and renames).
 void onnx_write(const std::string& path, const ir::Model& m, const WeightSet& w,
