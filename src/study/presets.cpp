@@ -112,14 +112,14 @@ stages:
       model: [lenet1, lenet5]
       dataset: [fashion-mnist]
       framework: [torch]
-      runtime: [tfjs:cpu@node, tfjs:wasm@node, tfjs:webgl@node, tfjs:webgpu@node,
-                ort-web:wasm@node, ort-web:webgl@node, ort-web:webgpu@node,
-                tflite-web:wasm@node, tfjs:cpu@chromium, tfjs:wasm@chromium,
-                tfjs:webgl@chromium, tfjs:webgpu@chromium, ort-web:wasm@chromium,
-                ort-web:webgl@chromium, ort-web:webgpu@chromium, tflite-web:wasm@chromium,
-                tfjs:cpu@firefox, tfjs:wasm@firefox, tfjs:webgl@firefox, tfjs:webgpu@firefox,
-                ort-web:wasm@firefox, ort-web:webgl@firefox, ort-web:webgpu@firefox,
-                tflite-web:wasm@firefox]
+      runtime: &web [tfjs:cpu@node, tfjs:wasm@node, tfjs:webgl@node, tfjs:webgpu@node,
+                      ort-web:wasm@node, ort-web:webgl@node, ort-web:webgpu@node,
+                      tflite-web:wasm@node, tfjs:cpu@chromium, tfjs:wasm@chromium,
+                      tfjs:webgl@chromium, tfjs:webgpu@chromium, ort-web:wasm@chromium,
+                      ort-web:webgl@chromium, ort-web:webgpu@chromium, tflite-web:wasm@chromium,
+                      tfjs:cpu@firefox, tfjs:wasm@firefox, tfjs:webgl@firefox, tfjs:webgpu@firefox,
+                      ort-web:wasm@firefox, ort-web:webgl@firefox, ort-web:webgpu@firefox,
+                      tflite-web:wasm@firefox]
       seed: [1]
     params: {test_limit: 1000}
   - stage: migrate
@@ -127,14 +127,7 @@ stages:
       model: [resnet20]
       dataset: [fashion-mnist]
       framework: [torch]
-      runtime: [tfjs:cpu@node, tfjs:wasm@node, tfjs:webgl@node, tfjs:webgpu@node,
-                ort-web:wasm@node, ort-web:webgl@node, ort-web:webgpu@node,
-                tflite-web:wasm@node, tfjs:cpu@chromium, tfjs:wasm@chromium,
-                tfjs:webgl@chromium, tfjs:webgpu@chromium, ort-web:wasm@chromium,
-                ort-web:webgl@chromium, ort-web:webgpu@chromium, tflite-web:wasm@chromium,
-                tfjs:cpu@firefox, tfjs:wasm@firefox, tfjs:webgl@firefox, tfjs:webgpu@firefox,
-                ort-web:wasm@firefox, ort-web:webgl@firefox, ort-web:webgpu@firefox,
-                tflite-web:wasm@firefox]
+      runtime: *web
       seed: [1]
     params: {train_limit: 2000, test_limit: 200}
 )";
