@@ -506,6 +506,10 @@ TEST(WebCompare, Lenet5InBrowsersAndNodeAgreesWithTorch) {
     EXPECT_GT(f["pss_mb"].get<double>(), 10.0) << f.dump();
     EXPECT_GE(f["peak_pss_mb"].get<double>(), f["pss_mb"].get<double>()) << f.dump();
     EXPECT_FALSE(f["device"].get<std::string>().empty());
+    // The model's in-page load is part of the runtime's load, which also launched the browser.
+    ASSERT_TRUE(f["model_load_ms"].is_number()) << f.dump();
+    EXPECT_GT(f["model_load_ms"].get<double>(), 0.0);
+    EXPECT_LT(f["model_load_ms"].get<double>(), r["load_ms"].get<double>());
     EXPECT_EQ(r["device"], f["device"]);
     const std::string platform =
         split_backend_name(name).variant.substr(split_backend_name(name).variant.find('@') + 1);
