@@ -107,8 +107,8 @@ class TfjsTrainTest : public ::testing::Test {
         bhh[i] = 0;
       }
     }
-    // Not vacuous: the steps moved the weights far beyond the tolerance.
-    EXPECT_GT(max_abs_diff(ref.weights, init), 100 * weight_tol);
+    // Not vacuous: the steps moved the weights well beyond the tolerance.
+    EXPECT_GT(max_abs_diff(ref.weights, init), 10 * weight_tol);
     const double d = max_abs_diff(got.weights, want);
     EXPECT_LE(d, weight_tol) << name << " weights after " << kSteps << " steps";
     EXPECT_LE(max_abs_diff(got.logits, ref.logits), 10 * weight_tol) << name << " logits";
@@ -156,7 +156,10 @@ TEST_F(TfjsTrainTest, AdamInNodeMatchesTorch) {
   TrainConfig c = sgd();
   c.optimizer = "adam";
   c.lr = 1e-3;
-  compare("tfjs-train:cpu@node", c, 1e-5, 1e-5);
+  // Adam's first steps are about lr*sign(g): where |g| is float noise the two frameworks step in
+  // opposite directions. Measured 4.6e-6 on an Intel machine, 4.6e-5 on an AMD EPYC, against
+  // steps of 3e-3.
+  compare("tfjs-train:cpu@node", c, 1e-5, 1e-4);
 }
 
 // The row-sequential LSTM: TF.js holds PyTorch's two biases as one sum, which train.mjs steps
