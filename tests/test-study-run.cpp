@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 
+#include "crossdl/stage.h"
 #include "crossdl/status.h"
 #include "crossdl/store.h"
 #include "crossdl/study.h"
@@ -217,4 +218,82 @@ TEST(StudyRun, SigtermKillsTheCellAndExits143) {
   EXPECT_GE(done.size(), 1u);
   EXPECT_LT(done.size(), 6u);
   for (const auto& c : store.cells()) EXPECT_EQ(c.status, "ok");  // the killed cell is not stored
+}
+
+// Stage kinds that depend on one another: the planner resolves the inputs, a cell whose input
+// did not end ok is a skip naming it (no process started), a missing input is a planning error,
+// and re-running an input invalidates what used it.
+TEST(StudyRun, DependenciesAreResolvedSkippedAndInvalidated) {
+  register_stage("dep-make", {"model"});
+  StageKind use;
+  use.name = "dep-use";
+  use.required_axes = {"model"};
+  use.depends_on = [](const CellSpec& c, const std::vector<CellSpec>& plan) {
+    return std::vector<std::pair<std::string, std::string>>{
+        {"model", find_source_cell(c, plan, "dep-make", {})}};
+  };
+  register_stage(use);
+  const std::string yaml =
+      "name: deps\ntimeout_s: 30\nstages:\n"
+      "  - stage: dep-make\n    axes: {model: [good, bad]}\n"
+      "  - stage: dep-use\n    axes: {model: [good, bad], variant: [x, y]}\n";
+  const Study s = study_parse(yaml, "deps.yaml");
+  const std::vector<CellSpec> plan = study_plan(s);
+  ASSERT_EQ(plan.size(), 6u);
+  EXPECT_TRUE(plan[0].inputs.empty());
+  ASSERT_EQ(plan[2].inputs.size(), 1u);
+  EXPECT_EQ(plan[2].inputs[0].first, "model");
+  EXPECT_EQ(plan[2].inputs[0].second, plan[0].id);  // use good x -> make good
+  EXPECT_EQ(plan[4].inputs[0].second, plan[1].id);  // use bad x -> make bad
+
+  const std::string dir = test::scratch_dir("deps");
+  const std::string log = dir + "/log";
+  StudyRunOptions o;
+  o.out_dir = dir + "/out";
+  o.json = true;
+  // "make bad" fails; every other cell appends its label to the log and succeeds.
+  o.command = [log](const CellSpec& spec, const std::string&, const std::string&) {
+    const bool bad = spec.stage == "dep-make" && spec.value("model") == "bad";
+    const std::string status = bad ? "failed" : "ok";
+    return std::vector<std::string>{"/bin/sh", "-c",
+                                    "echo '" + spec.label() + "' >> " + log +
+                                        "; echo '{\"event\":\"result\",\"status\":\"" + status +
+                                        "\",\"metrics\":{}}'"};
+  };
+  nlohmann::json summary;
+  EXPECT_EQ(study_run(s, o, &summary), 1) << summary.dump(2);  // one failure
+  EXPECT_EQ(summary["by_status"]["ok"], 3);
+  EXPECT_EQ(summary["by_status"]["skipped"], 2);
+  const auto ran = count_lines(log);
+  EXPECT_EQ(ran.size(), 4u);  // the two dependants of "make bad" never started
+  EXPECT_EQ(ran.count("dep-use bad x"), 0u);
+  Store store(o.out_dir, false);
+  const auto skipped = store.find_cell(plan[4].id);  // use bad x
+  ASSERT_TRUE(skipped.has_value());
+  EXPECT_EQ(skipped->status, "skipped");
+  EXPECT_NE(skipped->message.find("its model cell " + plan[1].id +
+                                  " (dep-make bad) ended "
+                                  "'failed'"),
+            std::string::npos)
+      << skipped->message;
+  ASSERT_EQ(store.find_cell(plan[2].id)->inputs.size(), 1u);
+
+  // Re-running "make bad" invalidates its two dependants: they leave the store, and a resume
+  // runs them with the new result.
+  StudyRunOptions again = o;
+  again.resume = true;
+  nlohmann::json cell_summary;
+  study_run_cell(plan[1].id, again, &cell_summary);
+  EXPECT_EQ(cell_summary["invalidated"].size(), 2u) << cell_summary.dump(2);
+  EXPECT_FALSE(Store(o.out_dir, false).find_cell(plan[4].id).has_value());
+  EXPECT_TRUE(Store(o.out_dir, false).find_cell(plan[2].id).has_value());  // "good" kept
+
+  // An input the study does not plan is a planning error naming the cell.
+  const Study missing = study_parse(
+      "name: m\nstages:\n  - stage: dep-make\n    axes: {model: [good]}\n"
+      "  - stage: dep-use\n    axes: {model: [other]}\n",
+      "m.yaml");
+  const std::string err = test::error_of([&] { study_plan(missing); });
+  EXPECT_NE(err.find("m.yaml:5:5: cell 'dep-use other' needs a dep-make cell"), std::string::npos)
+      << err;
 }

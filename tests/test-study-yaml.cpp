@@ -3,6 +3,7 @@
 
 #include <set>
 
+#include "crossdl/stage.h"
 #include "crossdl/status.h"
 #include "crossdl/study.h"
 #include "support.h"
@@ -73,8 +74,10 @@ TEST(StudyYaml, ErrorsNameFileLineAndColumn) {
   EXPECT_EQ(parse_error("name: x\nstagez: []\n"),
             "s.yaml:2:1: unknown key 'stagez' (known: name, description, timeout_s, defaults, "
             "stages)");
-  EXPECT_EQ(parse_error("stages:\n  - stage: deploy\n    axes: {model: [a]}\n"),
-            "s.yaml:2:12: unknown stage 'deploy' (known: train, migrate)");
+  // The built-in kinds come first; a test that registers its own kinds adds them after.
+  EXPECT_EQ(parse_error("stages:\n  - stage: deploy\n    axes: {model: [a]}\n")
+                .rfind("s.yaml:2:12: unknown stage 'deploy' (known: train, migrate, quantize", 0),
+            0u);
   EXPECT_EQ(parse_error("stages:\n  - stage: train\n    axes:\n      model: []\n"),
             "s.yaml:4:14: axis 'model' has no values");
   EXPECT_EQ(parse_error("defaults:\n  lr: [1, 2]\nstages: []\n"),
@@ -190,7 +193,8 @@ TEST(StudyPresets, ParseAndPlan) {
   // Training: 2 LeNets x 3 frameworks x 3 seeds, 2 models x 3 frameworks, 3 frameworks x 2 x 2
   // repeats, LeNet-5 in 3 frameworks + TF.js in Chromium on 2 backends. Migration: 4 models x 3
   // training frameworks x 9 runtimes; 3 LibTorch models x 24 web runtime:backend@platform.
-  EXPECT_EQ(q.size(), 18u + 6u + 12u + 5u + 4u * 3u * 9u + 3u * 24u);
+  // Quantization: the LibTorch LeNet-5 and ResNet-20 x 6 schemes x 10 runtimes.
+  EXPECT_EQ(q.size(), 18u + 6u + 12u + 5u + 4u * 3u * 9u + 3u * 24u + 2u * 6u * 10u);
   EXPECT_EQ(q[18].value("model"), "resnet20");
   EXPECT_EQ(q[18].value("train_limit"), 2000);
   EXPECT_EQ(q[18].value("test_limit"), 1000);
@@ -200,8 +204,11 @@ TEST(StudyPresets, ParseAndPlan) {
   EXPECT_EQ(q[39].value("train_limit"), 2048);
   EXPECT_EQ(q[149].stage, "migrate");
   EXPECT_EQ(q[149].value("runtime"), "tfjs:cpu@node");
-  EXPECT_EQ(q.back().value("runtime"), "tflite-web:wasm@firefox");
-  EXPECT_EQ(q.back().value("model"), "resnet20");
+  EXPECT_EQ(q[220].value("runtime"), "tflite-web:wasm@firefox");
+  EXPECT_EQ(q[220].value("model"), "resnet20");
+  EXPECT_EQ(q.back().stage, "quantize");
+  EXPECT_EQ(q.back().value("scheme"), "w16");
+  EXPECT_EQ(q.back().value("runtime"), "tflite-web:wasm@chromium");
   auto p = study_plan(study_preset("paper"));
   // 6 models x 3 frameworks x 5 seeds; seed 1 of each migrates to 9 runtimes.
   EXPECT_EQ(p.size(), 6u * 3u * 5u + 6u * 3u * 9u);

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "crossdl/adapter_guard.h"
+#include "crossdl/quant.h"
 #include "crossdl/runtime.h"
 #include "crossdl/tflite_io.h"
 
@@ -180,12 +181,15 @@ class ArmnnRuntime : public Runtime {
                               "which the TFLite file uses for it");
     return tflite_expressible(m);
   }
+  Capability supports_precision(const quant::QuantOptions& q) const override {
+    return tflite_supports_precision("armnn", q);
+  }
   Status export_model(const ir::Model& m, const WeightSet& w, const std::string& dir,
                       const ExportOptions& opt, Artefact& out) override {
     if (Capability c = supports(m); !c.ok) return Status::unsupported(c.why);
     return guarded_call("export", "crossdl TFLite writer", [&] {
       const std::string path = (std::filesystem::path(dir) / (m.name + ".tflite")).string();
-      const TfliteFile f = tflite_write(path, m, w, {opt.layer_outputs});
+      const TfliteFile f = tflite_write(path, m, w, {opt.layer_outputs, opt.quant});
       out = Artefact{"tflite", dir, {f.path}, f.bytes, f.conversions};
     });
   }

@@ -16,6 +16,7 @@
 
 #include "crossdl/adapter_guard.h"
 #include "crossdl/darknet_io.h"
+#include "crossdl/quant.h"
 #include "crossdl/runtime.h"
 #include "darknet_support.h"
 
@@ -289,6 +290,11 @@ class DarknetRuntime : public Runtime {
  public:
   FrameworkInfo info() const override { return {"darknet", "Darknet", package_version(), "cpu"}; }
   Capability supports(const ir::Model& m) const override { return darknet_expressible(m); }
+  Capability supports_precision(const quant::QuantOptions&) const override {
+    return Capability::no(
+        "darknet: this 2018 snapshot computes in fp32 only (no quantized layers, no half "
+        "weights in its file format)");
+  }
 
   // Darknet keeps every layer's output in its layer struct: nothing extra to export for
   // layer_outputs.

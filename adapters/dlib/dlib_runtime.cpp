@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "crossdl/quant.h"
 #include "crossdl/runtime.h"
 #include "dlib_net.h"
 
@@ -55,6 +56,10 @@ class DlibRuntime : public Runtime {
   FrameworkInfo info() const override { return {"dlib", "dlib", dlibx::version(), "cpu"}; }
 
   Capability supports(const ir::Model& m) const override { return dlibx::supports(m); }
+  Capability supports_precision(const quant::QuantOptions&) const override {
+    return Capability::no(
+        "dlib: computes in fp32 only (its layers have no reduced-precision form)");
+  }
 
   Status export_model(const ir::Model& m, const WeightSet& w, const std::string& dir,
                       const ExportOptions&, Artefact& out) override {

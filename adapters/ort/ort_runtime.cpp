@@ -13,6 +13,7 @@
 
 #include "crossdl/adapter_guard.h"
 #include "crossdl/onnx_io.h"
+#include "crossdl/quant.h"
 #include "crossdl/runtime.h"
 #include "ort_helper_process.h"
 
@@ -211,16 +212,27 @@ class OrtRuntime : public Runtime {
     return Capability::yes();
   }
 
+  Capability supports_precision(const quant::QuantOptions& q) const override {
+    return onnx_supports_precision("ort", q);
+  }
+
   Status export_model(const ir::Model& m, const WeightSet& w, const std::string& dir,
                       const ExportOptions& opt, Artefact& out) override {
     if (Capability c = supports(m); !c.ok) return Status::unsupported(c.why);
     Status s = guarded_call("export", "onnx", [&] {
-      out = onnx_artefact(m, w, dir, opt.onnx_opset, opt.layer_outputs);
+      out = onnx_artefact(m, w, dir, opt.onnx_opset, opt.layer_outputs, opt.quant);
     });
     if (!s.is_ok()) return s;
     out.conversions =
         "none (ONNX initializers keep PyTorch's layouts; LSTM/GRU gates regrouped "
         "IFGO->IOFC / RZN->ZRN)";
+    if (opt.quant != nullptr) {
+      const quant::Scheme sc = opt.quant->options.scheme;
+      out.conversions += sc == quant::Scheme::Int8Static
+                             ? "; int8 QDQ (ONNX Runtime fuses QDQ groups into its integer kernels)"
+                             : "; weights stored in " + std::string(quant::scheme_name(sc)) +
+                                   " and Cast to float: ONNX Runtime computes in fp32";
+    }
     if (opt.layer_outputs) out.conversions += "; every layer output is a graph output";
     return Status::ok();
   }

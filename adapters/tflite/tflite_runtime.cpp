@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "crossdl/adapter_guard.h"
+#include "crossdl/quant.h"
 #include "crossdl/runtime.h"
 #include "crossdl/tflite_io.h"
 
@@ -124,8 +125,7 @@ class TfliteRunner : public Runner {
     if (TfLiteTensorType(t) != kTfLiteFloat32)
       throw std::runtime_error("output " + outputs_[output].layer + " is not float32");
     const auto* p = static_cast<const float*>(TfLiteTensorData(t));
-    return tflite_output_to_ir(outputs_[output], p, TfLiteTensorByteSize(t) / sizeof(float),
-                               batch);
+    return tflite_output_to_ir(outputs_[output], p, TfLiteTensorByteSize(t) / sizeof(float), batch);
   }
 
   ir::Model model_;
@@ -143,12 +143,15 @@ class TfliteRuntime : public Runtime {
     return {"tflite", "TensorFlow Lite", TfLiteVersion(), "cpu"};
   }
   Capability supports(const ir::Model& m) const override { return tflite_expressible(m); }
+  Capability supports_precision(const quant::QuantOptions& q) const override {
+    return tflite_supports_precision("tflite", q);
+  }
   Status export_model(const ir::Model& m, const WeightSet& w, const std::string& dir,
                       const ExportOptions& opt, Artefact& out) override {
     if (Capability c = supports(m); !c.ok) return Status::unsupported(c.why);
     return guarded_call("export", "crossdl TFLite writer", [&] {
       const std::string path = (std::filesystem::path(dir) / (m.name + ".tflite")).string();
-      const TfliteFile f = tflite_write(path, m, w, {opt.layer_outputs});
+      const TfliteFile f = tflite_write(path, m, w, {opt.layer_outputs, opt.quant});
       out = Artefact{"tflite", dir, {f.path}, f.bytes, f.conversions};
     });
   }

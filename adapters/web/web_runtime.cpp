@@ -18,6 +18,7 @@
 
 #include "crossdl/adapter_guard.h"
 #include "crossdl/onnx_io.h"
+#include "crossdl/quant.h"
 #include "crossdl/runtime.h"
 #include "crossdl/tfjs_io.h"
 #include "web_session.h"
@@ -313,6 +314,22 @@ class WebRuntime : public Runtime {
     return c;
   }
 
+  Capability supports_precision(const quant::QuantOptions& q) const override {
+    switch (kind_) {
+      case Kind::Onnx:
+        return onnx_supports_precision(t_.name(), q);
+      case Kind::Tflite:
+#ifdef CROSSDL_WEB_TFLITE
+        return tflite_supports_precision(t_.name(), q);
+#else
+        return Capability::no(t_.name() + ": built without the TFLite writer");
+#endif
+      case Kind::Tfjs:
+        break;
+    }
+    return Runtime::supports_precision(q);
+  }
+
   Status export_model(const ir::Model& m, const WeightSet& w, const std::string& dir,
                       const ExportOptions& opt, Artefact& out) override {
     if (Capability c = supports(m); !c.ok) return Status::unsupported(c.why);
@@ -326,10 +343,13 @@ class WebRuntime : public Runtime {
         });
       case Kind::Onnx:
         return guarded_call("export", "onnx", [&] {
-          out = onnx_artefact(m, w, dir, opt.onnx_opset, opt.layer_outputs);
+          out = onnx_artefact(m, w, dir, opt.onnx_opset, opt.layer_outputs, opt.quant);
           out.conversions =
               "none (ONNX initializers keep PyTorch's layouts; LSTM/GRU gates regrouped "
               "IFGO->IOFC / RZN->ZRN)";
+          if (opt.quant != nullptr)
+            out.conversions += "; " + std::string(quant::scheme_name(opt.quant->options.scheme)) +
+                               " with crossdl's parameters (QDQ / Cast)";
           if (opt.layer_outputs) out.conversions += "; every layer output is a graph output";
         });
       case Kind::Tflite:
@@ -337,7 +357,7 @@ class WebRuntime : public Runtime {
         return guarded_call("export", "crossdl TFLite writer", [&] {
           export_dir_create(dir);
           const std::string path = (fs::path(dir) / (m.name + ".tflite")).string();
-          const TfliteFile f = tflite_write(path, m, w, {opt.layer_outputs});
+          const TfliteFile f = tflite_write(path, m, w, {opt.layer_outputs, opt.quant});
           out = Artefact{"tflite", dir, {f.path}, f.bytes, f.conversions};
         });
 #else

@@ -12,6 +12,7 @@
 
 #include "crossdl/dataset.h"
 #include "crossdl/tensor.h"
+#include "crossdl/train.h"
 
 namespace crossdl {
 
@@ -20,9 +21,13 @@ namespace crossdl {
 // network of LeNet/ResNet-20 depth (measured differences between correct fp32 runtimes are
 // 1e-7..1e-5 on logits of magnitude ~10) and catch a wrong layout, a wrong padding or a wrong
 // BatchNorm, which give differences of 1e-2 and more.
+// NaN policy: a non-finite value is outside tolerance, except that with nan_equal a NaN where
+// the reference has NaN counts as equal (an operator test whose expected output holds NaN), as
+// does an infinity equal to the reference's.
 struct Tolerance {
   double atol = 1e-4;
   double rtol = 1e-4;
+  bool nan_equal = false;
 };
 
 // How far one tensor is from the reference, elementwise.
@@ -32,8 +37,8 @@ struct OutputDiff {
   // |got - ref| / |ref| over the elements with |ref| > 0 (an element whose reference is 0 counts
   // only in the absolute figures).
   double max_rel = 0, mean_rel = 0;
-  std::int64_t nan = 0, inf = 0;        // non-finite values in `got`
-  std::int64_t outside = 0;             // elements beyond tolerance (non-finite ones included)
+  std::int64_t nan = 0, inf = 0;  // non-finite values in `got`
+  std::int64_t outside = 0;       // elements beyond tolerance (non-finite ones included)
   bool within() const { return outside == 0; }
   nlohmann::json to_json() const;
 };
@@ -46,6 +51,9 @@ OutputDiff diff_outputs(const Tensor& ref, const Tensor& got, const Tolerance& t
 std::int64_t top1_disagreements(const Tensor& ref_logits, const Tensor& got_logits);
 std::vector<std::int64_t> argmax_rows(const Tensor& logits);
 
+// The one comparator: `crossdl compare`, the migrate and quantize stages and the ONNX
+// conformance run all compare through diff_outputs.
+
 // One layer of the first-diverging-layer walk.
 struct LayerDivergence {
   std::string layer;
@@ -54,9 +62,9 @@ struct LayerDivergence {
 // Compares layer outputs present in both lists, in the order of `ref` (the IR's layer order);
 // layers only one runtime exposes are left out. Returns every compared layer; `first` gets the
 // index of the first one beyond tolerance, or -1.
-std::vector<LayerDivergence> layer_divergence(const std::vector<std::pair<std::string, Tensor>>& ref,
-                                              const std::vector<std::pair<std::string, Tensor>>& got,
-                                              const Tolerance& tol, int& first);
+std::vector<LayerDivergence> layer_divergence(
+    const std::vector<std::pair<std::string, Tensor>>& ref,
+    const std::vector<std::pair<std::string, Tensor>>& got, const Tolerance& tol, int& first);
 
 // Percentile by linear interpolation between closest ranks (q in [0,1]); NaN for an empty sample.
 double percentile(std::vector<double> sample, double q);
@@ -73,17 +81,44 @@ struct RuntimeJob {
   std::string runtime;     // CLI name
   std::string model_path;  // an ONNX file (crossdl's, or a user's within the operator set)
   std::string dataset = "fashion-mnist";
-  DataOptions data;         // test_limit: how many test examples
-  std::string out_dir;      // receives artefact/, logits.npy, layers/ and result.json
+  DataOptions data;     // test_limit: how many test examples
+  std::string out_dir;  // receives artefact/, logits.npy, layers/ and result.json
   int threads = 1;
   int opset = 13;
   std::int64_t batch = 64;         // batch of the accuracy pass
   std::int64_t latency_runs = 50;  // timed single-example inferences, after 3 untimed ones
   bool layers = false;             // also capture every layer's output on the first examples
   std::int64_t layer_examples = 8;
+  // Inputs from files instead of the dataset's test split (adversarial examples, a set of the
+  // user's): a .npy [N, ...] of model inputs as make_batch gives them (normalised float images,
+  // or int64 tokens) and a .npy I64 [N] of labels. The dataset still names the input shape and
+  // the classes; test_limit keeps the first N rows.
+  std::string inputs_path, labels_path;
+  // "fp32", or a scheme of crossdl/quant.h ("int8-static", "fp16", ...): the runtime runs
+  // crossdl's quantization of the model, with these options (quant_options_from_json's keys,
+  // without "scheme").
+  std::string precision = "fp32";
+  nlohmann::json quant = nlohmann::json::object();
   nlohmann::json to_json() const;
   static RuntimeJob from_json(const nlohmann::json& j);  // InputError naming a bad key
 };
+
+// The inputs a job evaluates on (the dataset's test split, or the job's files); `x` owns the
+// rows read from a file and eval points into it (and into ds), so it is filled in place.
+struct JobInputs {
+  EvalInputs eval;
+  Tensor x;
+  std::string source;  // "fashion-mnist test split" or the inputs file
+  JobInputs() = default;
+  JobInputs(const JobInputs&) = delete;
+  JobInputs& operator=(const JobInputs&) = delete;
+};
+void job_inputs(const RuntimeJob& job, const Dataset& ds, JobInputs& out);
+
+// The layer outputs a runtime job wrote (its result's "layers": [{layer, file}] under dir), in
+// order; empty when it has none.
+std::vector<std::pair<std::string, Tensor>> read_layer_outputs(const std::string& dir,
+                                                               const nlohmann::json& result);
 
 // Runs the job in this process. Returns the result object (also written to out_dir/result.json):
 // {runtime, library, version, device, threads, status: ok|skipped|failed, message, artefact
@@ -103,8 +138,13 @@ struct CompareOptions {
   int threads = 1;
   int opset = 13;
   std::int64_t latency_runs = 50;
-  std::string out_dir;      // per-runtime folders; empty: a temporary folder, removed afterwards
-  double timeout_s = 600;   // per runtime
+  std::string out_dir;  // per-runtime folders; empty: a temporary folder, removed afterwards
+  std::string inputs_path, labels_path;  // inputs from files (RuntimeJob), both or neither
+  // Precisions to run every runtime in ("fp32", "int8-static", "fp16", ...; empty: fp32), and the
+  // quantization options (quant_options_from_json's keys without "scheme").
+  std::vector<std::string> precisions;
+  nlohmann::json quant = nlohmann::json::object();
+  double timeout_s = 600;                 // per runtime
   std::vector<std::string> self_command;  // how to start crossdl itself ({"/proc/self/exe"})
   // Progress lines ("ort: ok in 3.2 s") go here when set.
   std::function<void(const std::string&)> on_line;

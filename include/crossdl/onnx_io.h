@@ -10,6 +10,10 @@
 
 namespace crossdl {
 
+namespace quant {
+struct QuantModel;
+}
+
 struct OnnxWriteOptions {
   int opset = 13;                               // 13 or 17
   std::map<std::string, std::string> metadata;  // provenance, stored as metadata_props
@@ -19,6 +23,13 @@ struct OnnxWriteOptions {
   // back to the IR's [N,T,F]). onnx_read accepts only the logits output, so such a file is for
   // runtimes, not for the interchange.
   bool layer_outputs = false;
+  // Reduced precision, with crossdl's parameters (crossdl/quant.h): m and w must be the quantized
+  // model's (QuantModel::model, ::weights). int8-static is written in QDQ form: int8 weights
+  // (per channel along the output axis) and int32 biases through DequantizeLinear, and every
+  // quantized activation through QuantizeLinear + DequantizeLinear; fp16/bf16 store the weights
+  // in that type with a Cast to float. With layer_outputs, only quantized activations are exposed.
+  // Such a file is for runtimes; onnx_read reads the fp32 interchange only.
+  const quant::QuantModel* quant = nullptr;
 };
 
 // One graph output of a file written with layer_outputs, as a runtime returned it (`shape`,

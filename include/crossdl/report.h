@@ -28,8 +28,14 @@ class ReportPrinter {
 std::unique_ptr<ReportPrinter> make_report_printer(const std::string& format);  // markdown|csv|json
 
 // Writes DIR/report.md, DIR/results.csv and DIR/results.json; InputError naming the store file
-// when it is missing.
+// when it is missing. Each stage kind's section comes from its registry entry (crossdl/stage.h).
 void report_write(const std::string& dir);
+
+// The built-in stages' sections, for their registry entries.
+struct StageReportInput;
+std::string report_training_section(const StageReportInput& in);
+std::string report_migration_section(const StageReportInput& in);
+std::string report_quantization_section(const StageReportInput& in);
 
 // Mean and the half-width of its two-sided 95% Student t confidence interval (NaN when n < 2).
 struct MeanCi {

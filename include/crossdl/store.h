@@ -7,6 +7,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -24,6 +25,7 @@ struct CellRecord {
   nlohmann::ordered_json axes = nlohmann::ordered_json::object();  // in the stage's order
   nlohmann::json params = nlohmann::json::object();
   double timeout_s = 0;
+  std::vector<std::pair<std::string, std::string>> inputs;  // (role, cell id) it read
   std::string status, message;
   std::optional<int> signal;
   std::string signal_name;
@@ -64,6 +66,10 @@ class Store {
   std::set<std::string> done_ids() const;
   std::vector<CellRecord> cells() const;  // by seq, with their epochs
   std::optional<CellRecord> find_cell(const std::string& id) const;
+  std::vector<std::pair<std::string, std::string>> inputs_of(const std::string& id) const;
+  // Removes the cells (and their epochs, outputs and inputs) in one transaction: what a re-run
+  // cell invalidates, so that `--resume` runs them again.
+  void erase_cells(const std::vector<std::string>& ids);
   std::vector<EpochRecord> epochs() const;
   // A cell's per-example outputs ({} when it has none), e.g. {"test_predictions": [...]}.
   nlohmann::json outputs(const std::string& cell_id) const;  // by cell seq, then epoch

@@ -46,6 +46,9 @@ struct CellSpec {
   std::vector<std::pair<std::string, nlohmann::json>> axes;  // in the stage's order
   nlohmann::json params = nlohmann::json::object();  // defaults + stage params, minus axis names
   double timeout_s = 900;
+  // The cells whose results this cell reads, as (role, cell id): resolved by the planner from the
+  // stage kind's depends_on ("model" -> the train cell of a migrate cell).
+  std::vector<std::pair<std::string, std::string>> inputs;
 
   // An axis value, else a parameter, else null: the cell's view of its configuration.
   nlohmann::json value(const std::string& key) const;
@@ -57,11 +60,7 @@ struct CellSpec {
   nlohmann::ordered_json to_json() const;
 };
 
-// ---- stage registry ---------------------------------------------------------------------------
-// "train" (needs model, dataset, framework) is known from the start; the app registers the others
-// it implements before parsing. A required axis may also be given as a parameter.
-void register_stage(std::string name, std::vector<std::string> required_axes);
-std::vector<std::string> registered_stages();
+// The stage registry (names, required axes, how each kind runs and reports) is crossdl/stage.h.
 
 // ---- loading ----------------------------------------------------------------------------------
 // Errors throw InputError "SOURCE:LINE:COL: what".

@@ -26,8 +26,21 @@
 
 namespace crossdl {
 
+namespace quant {
+struct QuantModel;
+struct QuantOptions;
+}  // namespace quant
+
 struct TfliteWriteOptions {
   bool layer_outputs = false;
+  // Reduced precision with crossdl's parameters; m and w are then the quantized model's
+  // (QuantModel::model, ::weights). int8-static: a full-integer graph (int8 activations with the
+  // model's scales and zero points, per-axis int8 weights, int32 biases, ReLUs fused as the
+  // quantized model fuses them) with a float input (QUANTIZE) and float outputs (DEQUANTIZE); with
+  // layer_outputs every quantized output is dequantized into a graph output named after its
+  // layer. fp16: every float weight stored in half precision with a DEQUANTIZE, as TensorFlow's
+  // converter writes float16 models.
+  const quant::QuantModel* quant = nullptr;
 };
 
 struct TfliteFile {
@@ -42,6 +55,8 @@ struct TfliteFile {
 
 // Whether the writer can express the model, and why not (naming the layer).
 Capability tflite_expressible(const ir::Model& m);
+// Whether it writes this quantized model (int8-static and fp16; the runtime named in the reason).
+Capability tflite_supports_precision(const std::string& runtime, const quant::QuantOptions& q);
 
 // Checks that `path` is a well-formed TFLite flatbuffer as far as crossdl's schema subset goes
 // (identifier TFL3, every offset inside the file), so that a runtime can tell a damaged file

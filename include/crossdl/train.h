@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,19 @@ struct TrainRequest {
   // reproducibility); it changes nothing in the training and is recorded.
   int replicate = 0;
 };
+
+// Inputs to evaluate on: a dataset split, or inputs from a file (adversarial examples, a
+// quantization study's own set). batch(indices) gives the model's input batch for those rows.
+struct EvalInputs {
+  std::int64_t n = 0;
+  std::int64_t num_classes = 0;
+  Tensor labels;  // I64 [n]
+  std::function<Tensor(std::span<const std::int64_t>)> batch;
+};
+// The split's rows as make_batch gives them (ds and split must outlive the result).
+EvalInputs eval_inputs_of(const Dataset& ds, const Split& split);
+EvalResult evaluate_inputs(const EvalInputs& in, std::int64_t batch,
+                           const std::function<Status(const Tensor&, Tensor&)>& infer);
 
 // Evaluates `infer` (a Runner's or Trainer's) over a split in batches.
 EvalResult evaluate_split(const Dataset& ds, const Split& split, std::int64_t batch,

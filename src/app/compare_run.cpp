@@ -18,6 +18,7 @@
 #include "crossdl/onnx_io.h"
 #include "crossdl/procfs.h"
 #include "crossdl/provenance.h"
+#include "crossdl/quantize.h"
 #include "crossdl/runtime.h"
 #include "crossdl/status.h"
 #include "crossdl/study.h"
@@ -27,15 +28,6 @@ using nlohmann::json;
 
 namespace crossdl {
 namespace {
-
-std::vector<std::pair<std::string, Tensor>> read_layers(const fs::path& dir, const json& result) {
-  std::vector<std::pair<std::string, Tensor>> out;
-  if (!result.contains("layers") || !result["layers"].is_array()) return out;
-  for (const auto& l : result["layers"])
-    out.emplace_back(l.at("layer").get<std::string>(),
-                     npy_read((dir / l.at("file").get<std::string>()).string()));
-  return out;
-}
 
 // A temporary folder that goes away with the comparison unless the user named one.
 struct WorkDir {
@@ -103,7 +95,8 @@ json compare_run(const CompareOptions& opt) {
   std::string model_path = opt.model_path;
   if (fs::is_directory(model_path)) model_path = (fs::path(model_path) / "model.onnx").string();
   if (!fs::exists(model_path))
-    throw InputError(opt.model_path + ": no such model (expected an .onnx file or a folder with "
+    throw InputError(opt.model_path +
+                     ": no such model (expected an .onnx file or a folder with "
                      "model.onnx, as `crossdl train --out` writes)");
   // Read once here: a bad file or an unsupported operator is the user's input, exit 2, before
   // any runtime starts.
@@ -113,6 +106,29 @@ json compare_run(const CompareOptions& opt) {
   for (const auto& r : opt.runtimes)
     if (r != opt.reference) order.push_back(r);
   for (const auto& r : order) (void)make_runtime(r);  // a typo or an unbuilt runtime: exit 2
+  const std::vector<std::string> precisions =
+      opt.precisions.empty() ? std::vector<std::string>{"fp32"} : opt.precisions;
+  for (const auto& p : precisions) {
+    if (p == "fp32") continue;
+    json qo = opt.quant;
+    qo["scheme"] = p;
+    (void)quant_options_from_json(qo);  // an unknown scheme or a bad option: exit 2
+  }
+  if (!opt.inputs_path.empty() || !opt.labels_path.empty()) {
+    if (opt.inputs_path.empty() || opt.labels_path.empty())
+      throw InputError("--inputs and --labels go together");
+    // Checked here, so that a wrong file stops the comparison before any runtime starts.
+    RuntimeJob probe;
+    probe.dataset = opt.dataset;
+    probe.inputs_path = fs::absolute(opt.inputs_path).string();
+    probe.labels_path = fs::absolute(opt.labels_path).string();
+    DataOptions d = opt.data;
+    d.train_limit = 1;
+    d.test_limit = 1;
+    const Dataset ds = load_dataset(opt.dataset, d);
+    JobInputs in;
+    job_inputs(probe, ds, in);
+  }
 
   WorkDir work(opt.out_dir);
   json doc = {{"model", model_path},
@@ -130,17 +146,48 @@ json compare_run(const CompareOptions& opt) {
   Tensor ref_logits;
   std::vector<std::pair<std::string, Tensor>> ref_layers;
   json rows = json::array();
-  for (const std::string& name : order) {
+  // The reference runs in fp32 first; then every runtime in every precision asked for.
+  std::vector<std::pair<std::string, std::string>> jobs = {{opt.reference, "fp32"}};
+  for (const auto& p : precisions)
+    for (const auto& name : order)
+      if (!(name == opt.reference && p == "fp32")) jobs.emplace_back(name, p);
+  std::map<std::string, PrecisionReference> refs;  // by precision
+  for (const auto& [name, precision] : jobs) {
+    if (precision != "fp32" && !refs.count(precision)) {
+      // crossdl's own reference for this precision, computed once here on the same inputs.
+      DataOptions d = opt.data;
+      d.train_limit = 1;
+      const Dataset ds = load_dataset(opt.dataset, d);
+      RuntimeJob probe;
+      probe.dataset = opt.dataset;
+      probe.data = opt.data;
+      if (!opt.inputs_path.empty()) {
+        probe.inputs_path = fs::absolute(opt.inputs_path).string();
+        probe.labels_path = fs::absolute(opt.labels_path).string();
+      }
+      JobInputs in;
+      job_inputs(probe, ds, in);
+      PrecisionReference pr =
+          precision_reference(om, precision, opt.quant, opt.dataset, opt.data, in.eval, opt.layers);
+      doc["precision_references"][precision] = pr.summary;
+      refs.emplace(precision, std::move(pr));
+    }
     RuntimeJob job;
     job.runtime = name;
+    job.precision = precision;
+    job.quant = opt.quant;
     job.model_path = fs::absolute(model_path).string();
     job.dataset = opt.dataset;
     job.data = opt.data;
-    job.out_dir = (work.path / name).string();
+    job.out_dir = (work.path / (precision == "fp32" ? name : name + "@" + precision)).string();
     job.threads = opt.threads;
     job.opset = opt.opset;
     job.layers = opt.layers;
     job.latency_runs = opt.latency_runs;
+    if (!opt.inputs_path.empty()) {
+      job.inputs_path = fs::absolute(opt.inputs_path).string();
+      job.labels_path = fs::absolute(opt.labels_path).string();
+    }
     fs::create_directories(job.out_dir);
     const std::string job_file = (fs::path(job.out_dir) / "job.json").string();
     std::ofstream(job_file) << job.to_json().dump(2) << "\n";
@@ -151,12 +198,13 @@ json compare_run(const CompareOptions& opt) {
     std::error_code ec;
     fs::remove(groups, ec);
     ::setenv("CROSSDL_CHILD_GROUPS_FILE", groups.c_str(), 1);
-    CellOutcome o = cell_execute(name, argv, opt.timeout_s, {},
+    CellOutcome o = cell_execute(name + " " + precision, argv, opt.timeout_s, {},
                                  (fs::path(job.out_dir) / "log.txt").string());
     ::unsetenv("CROSSDL_CHILD_GROUPS_FILE");
     kill_child_groups(groups);
     json row = o.metrics.is_object() ? o.metrics : json::object();
     row["runtime"] = name;
+    row["precision"] = precision;
     row["status"] = o.status;
     row["message"] = o.message;
     row["elapsed_s"] = o.elapsed_s;
@@ -169,8 +217,23 @@ json compare_run(const CompareOptions& opt) {
     if (o.status == "ok") {
       const fs::path dir = job.out_dir;
       Tensor logits = npy_read((dir / "logits.npy").string());
-      std::vector<std::pair<std::string, Tensor>> layers = read_layers(dir, row);
-      if (name == opt.reference) {
+      std::vector<std::pair<std::string, Tensor>> layers = read_layer_outputs(dir.string(), row);
+      if (precision != "fp32") {
+        const PrecisionReference& pr = refs.at(precision);
+        if (ref_logits.empty() || pr.q.model.layers.empty()) {
+          row["reference_message"] = "no fp32 reference or no crossdl reference to compare with";
+        } else if (row.value("quant_params_sha256", "") !=
+                   doc["precision_references"][precision].value("quant_params_sha256", "")) {
+          // The child quantized on its own; the same inputs must give the same parameters.
+          row["status"] = "failed";
+          row["message"] =
+              "the runtime's quantization parameters differ from crossdl's reference "
+              "computation (calibration is not deterministic)";
+        } else {
+          compare_precision(row, logits, ref_logits, ref_result.value("accuracy", 0.0), pr, layers,
+                            opt.tol);
+        }
+      } else if (name == opt.reference) {
         ref_result = row;
         ref_logits = std::move(logits);
         ref_layers = std::move(layers);
@@ -179,10 +242,9 @@ json compare_run(const CompareOptions& opt) {
         row["logits_diff"] = d.to_json();
         const std::int64_t dis = top1_disagreements(ref_logits, logits);
         row["disagreement"] = dis;
-        row["disagreement_rate"] =
-            static_cast<double>(dis) / static_cast<double>(std::max<std::int64_t>(1, logits.dim(0)));
-        row["accuracy_delta"] =
-            row.value("accuracy", 0.0) - ref_result.value("accuracy", 0.0);
+        row["disagreement_rate"] = static_cast<double>(dis) /
+                                   static_cast<double>(std::max<std::int64_t>(1, logits.dim(0)));
+        row["accuracy_delta"] = row.value("accuracy", 0.0) - ref_result.value("accuracy", 0.0);
         if (opt.layers && !layers.empty() && !ref_layers.empty()) {
           int first = -1;
           const auto lv = layer_divergence(ref_layers, layers, opt.tol, first);
@@ -193,23 +255,31 @@ json compare_run(const CompareOptions& opt) {
             lj.push_back(e);
           }
           row["layer_diffs"] = lj;
-          row["first_divergent_layer"] = first >= 0 ? json(lv[static_cast<std::size_t>(first)].layer)
-                                                    : json(nullptr);
+          row["first_divergent_layer"] =
+              first >= 0 ? json(lv[static_cast<std::size_t>(first)].layer) : json(nullptr);
         }
       }
     }
     // Outputs are files in the work folder; the document keeps the figures only.
     row.erase("layers");
     if (opt.on_line) {
-      std::string line = name + ": " + o.status;
+      std::string line = name + (precision == "fp32" ? "" : " " + precision) + ": " + o.status;
       if (o.status == "ok") {
         char buf[160];
         std::snprintf(buf, sizeof buf, " accuracy %.4f", row.value("accuracy", 0.0));
         line += buf;
+        if (row.contains("logits_steps")) {
+          std::snprintf(
+              buf, sizeof buf,
+              ", %.1f%% of logits equal the integer reference, %lld off by more than one step",
+              100.0 * static_cast<double>(row["logits_steps"].value("equal", 0LL)) /
+                  std::max(1.0, row["logits_steps"].value("count", 1.0)),
+              row["logits_steps"].value("off_by_more", 0LL));
+          line += buf;
+        }
         if (row.contains("logits_diff")) {
           std::snprintf(buf, sizeof buf, ", max |diff| %.3g, %lld disagree",
-                        row["logits_diff"].value("max_abs", 0.0),
-                        row.value("disagreement", 0LL));
+                        row["logits_diff"].value("max_abs", 0.0), row.value("disagreement", 0LL));
           line += buf;
         }
       } else if (!o.message.empty()) {
@@ -223,8 +293,8 @@ json compare_run(const CompareOptions& opt) {
   doc["runtimes"] = rows;
   doc["work_dir"] = work.owned ? json(nullptr) : json(work.path.string());
   if (ref_logits.empty())
-    doc["reference_message"] = "the reference runtime '" + opt.reference +
-                               "' did not run, so nothing was compared";
+    doc["reference_message"] =
+        "the reference runtime '" + opt.reference + "' did not run, so nothing was compared";
   return doc;
 }
 

@@ -9,9 +9,9 @@
 namespace crossdl {
 
 nlohmann::json OutputDiff::to_json() const {
-  return {{"count", count},   {"max_abs", max_abs}, {"mean_abs", mean_abs},
+  return {{"count", count},     {"max_abs", max_abs},   {"mean_abs", mean_abs},
           {"max_rel", max_rel}, {"mean_rel", mean_rel}, {"nan", nan},
-          {"inf", inf},       {"outside", outside}, {"within", within()}};
+          {"inf", inf},         {"outside", outside},   {"within", within()}};
 }
 
 OutputDiff diff_outputs(const Tensor& ref, const Tensor& got, const Tolerance& tol) {
@@ -30,6 +30,7 @@ OutputDiff diff_outputs(const Tensor& ref, const Tensor& got, const Tolerance& t
     const double a = r[i], b = g[i];
     if (std::isnan(b)) ++d.nan;
     if (std::isinf(b)) ++d.inf;
+    if (tol.nan_equal && ((std::isnan(a) && std::isnan(b)) || (std::isinf(a) && a == b))) continue;
     if (!std::isfinite(b) || !std::isfinite(a)) {
       ++d.outside;
       continue;

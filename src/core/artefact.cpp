@@ -8,6 +8,7 @@
 #include <system_error>
 
 #include "crossdl/onnx_io.h"
+#include "crossdl/quant.h"
 #include "crossdl/runtime.h"
 
 namespace crossdl {
@@ -30,12 +31,13 @@ Artefact artefact_of(std::string format, std::string dir, std::vector<std::strin
 }
 
 Artefact onnx_artefact(const ir::Model& m, const WeightSet& w, const std::string& dir, int opset,
-                       bool layer_outputs) {
+                       bool layer_outputs, const quant::QuantModel* quant) {
   export_dir_create(dir);
   const std::string path = (std::filesystem::path(dir) / (m.name + ".onnx")).string();
   OnnxWriteOptions o;
   o.opset = opset;
   o.layer_outputs = layer_outputs;
+  o.quant = quant;
   onnx_write(path, m, w, o);
   return artefact_of("onnx", dir, {path},
                      layer_outputs ? "every layer output is a graph output" : "");
@@ -57,6 +59,32 @@ Status onnx_check_file(const std::string& path) {
     return Status::bad_input(path + ": fails the ONNX checker: " + e.what());
   }
   return Status::ok();
+}
+
+}  // namespace crossdl
+
+namespace crossdl {
+
+Capability onnx_supports_precision(const std::string& runtime, const quant::QuantOptions& q) {
+  switch (q.scheme) {
+    case quant::Scheme::Int8Static:
+    case quant::Scheme::FP16:
+    case quant::Scheme::BF16:
+      return Capability::yes();
+    case quant::Scheme::Int8Dynamic:
+      return Capability::no(runtime +
+                            ": crossdl does not write ONNX's dynamic form yet "
+                            "(DynamicQuantizeLinear + ConvInteger/MatMulInteger)");
+    case quant::Scheme::W8:
+    case quant::Scheme::W16:
+      return Capability::no(runtime + ": affine uint8/uint16 weight-only storage is TF.js' format");
+  }
+  return Capability::no(runtime + ": unknown scheme");
+}
+
+Capability Runtime::supports_precision(const quant::QuantOptions&) const {
+  return Capability::no(info().name +
+                        ": crossdl writes no reduced-precision artefact for this runtime yet");
 }
 
 }  // namespace crossdl

@@ -11,17 +11,6 @@ namespace {
 
 using nlohmann::json;
 
-std::string axis(const CellRecord& c, const char* key) {
-  if (c.axes.contains(key) && c.axes[key].is_string()) return c.axes[key].get<std::string>();
-  auto it = c.params.find(key);
-  return it != c.params.end() && it->is_string() ? it->get<std::string>() : std::string();
-}
-
-double num(const json& j, const char* key) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_number() ? it->get<double>() : std::nan("");
-}
-
 // A web runtime is named <runtime>:<backend>@<platform> (docs/web-protocol.md); it gets its own
 // table, with the browser's figures, instead of a column each in the matrix.
 bool is_web(const std::string& runtime) {

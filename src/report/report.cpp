@@ -9,11 +9,23 @@
 
 #include "crossdl/provenance.h"
 #include "crossdl/report.h"
+#include "crossdl/stage.h"
 #include "crossdl/status.h"
 #include "crossdl/store.h"
 #include "report_internal.h"
 
 namespace crossdl {
+
+std::string report_detail::axis(const CellRecord& c, const char* key) {
+  if (c.axes.contains(key) && c.axes[key].is_string()) return c.axes[key].get<std::string>();
+  auto it = c.params.find(key);
+  return it != c.params.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+double report_detail::num(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number() ? it->get<double>() : std::nan("");
+}
 
 std::string report_detail::fmt(double v, const char* f) {
   if (std::isnan(v)) return "";
@@ -485,6 +497,59 @@ std::string findings_section(const std::vector<CellRecord>& cells, const std::st
   return out;
 }
 
+}  // namespace
+
+// The "train" stage's section: accuracy, time and memory per cell, means over seeds, the
+// frameworks' agreement, reproducibility and the per-epoch table.
+std::string report_training_section(const StageReportInput& in) {
+  const std::vector<CellRecord>& train = in.cells;
+  const Store& store = in.store;
+  const ReportPrinter* md = &in.md;
+  std::string r;
+  r += "## Results\n\n";
+  r += "Test accuracy on the test split (or its first `test_limit` examples); train time is "
+       "measured inside the cell, wall time around the whole child process; peak RSS is the "
+       "cell's own measurement, else the child's maximum resident set from wait4(); a "
+       "framework that trains in a browser (`tfjs-train@...`) holds its memory there, so its "
+       "browser peak PSS is the browser's whole process tree as its helper sampled it every "
+       "100 ms.\n\n";
+  r += md->table(training_table(train));
+  r += "Mean test accuracy of the finished (ok) cells over seeds, with the two-sided 95% "
+       "confidence interval of the mean (Student t, n-1 degrees of freedom; n/a for one "
+       "seed).\n\n";
+  r += md->table(seeds_table(train));
+  const std::vector<FrameworkPair> pairs = framework_pairs(train, store);
+  if (const ReportTable at = agreement_table(pairs); !at.rows.empty()) {
+    r += "Pairs of cells that differ only in their framework (same model, data, seed, initial "
+         "weights and minibatches): how often their top-1 test predictions differ, and "
+         "McNemar's exact test on their correctness (two-sided; a difference is called "
+         "significant only at p < 0.05).\n\n";
+    r += md->table(at);
+    if (const ReportTable sum = agreement_summary_table(pairs); !sum.rows.empty()) {
+      r += "The framework-level comparison over seeds: the paired accuracy difference A - B "
+           "per seed and its 95% Student-t interval. Single seeds often show McNemar p < 0.05 "
+           "because tiny numeric differences compound over training into two different "
+           "models; a framework is called more accurate only when the interval over seeds "
+           "excludes 0.\n\n";
+      r += md->table(sum);
+    }
+  }
+  if (const ReportTable rt = reproducibility_table(train); !rt.rows.empty()) {
+    r += "Runs repeated with an identical configuration (the `replicate` axis) and with "
+         "another thread count: whether the trained weights are bit-identical (SHA-256 of the "
+         "weight set).\n\n";
+    r += md->table(rt);
+  }
+  r += md->table(epochs_table(train));
+  return r;
+}
+
+std::string report_migration_section(const StageReportInput& in) {
+  return report_detail::migration_section(in.cells, in.dir, in.md);
+}
+
+namespace {
+
 void write_file(const fs::path& p, const std::string& text) {
   fs::path tmp = p;
   tmp += ".tmp";
@@ -563,47 +628,23 @@ void report_write(const std::string& dir) {
   for (const auto& [s, n] : by_status) st.rows.push_back({s, std::to_string(n)});
   r += md->table(st);
 
-  std::vector<CellRecord> train, migrate, other;
+  // One section per stage kind, in the registry's order; a kind without a section of its own
+  // (or one this binary does not know) is listed in a generic table.
+  std::vector<std::string> kinds = registered_stages();
   for (const auto& c : cells)
-    (c.stage == "train" ? train : c.stage == "migrate" ? migrate : other).push_back(c);
-  if (!train.empty()) {
-    r += "## Results\n\n";
-    r += "Test accuracy on the test split (or its first `test_limit` examples); train time is "
-         "measured inside the cell, wall time around the whole child process; peak RSS is the "
-         "cell's own measurement, else the child's maximum resident set from wait4(); a "
-         "framework that trains in a browser (`tfjs-train@...`) holds its memory there, so its "
-         "browser peak PSS is the browser's whole process tree as its helper sampled it every "
-         "100 ms.\n\n";
-    r += md->table(training_table(train));
-    r += "Mean test accuracy of the finished (ok) cells over seeds, with the two-sided 95% "
-         "confidence interval of the mean (Student t, n-1 degrees of freedom; n/a for one "
-         "seed).\n\n";
-    r += md->table(seeds_table(train));
-    const std::vector<FrameworkPair> pairs = framework_pairs(train, store);
-    if (const ReportTable at = agreement_table(pairs); !at.rows.empty()) {
-      r += "Pairs of cells that differ only in their framework (same model, data, seed, initial "
-           "weights and minibatches): how often their top-1 test predictions differ, and "
-           "McNemar's exact test on their correctness (two-sided; a difference is called "
-           "significant only at p < 0.05).\n\n";
-      r += md->table(at);
-      if (const ReportTable sum = agreement_summary_table(pairs); !sum.rows.empty()) {
-        r += "The framework-level comparison over seeds: the paired accuracy difference A - B "
-             "per seed and its 95% Student-t interval. Single seeds often show McNemar p < 0.05 "
-             "because tiny numeric differences compound over training into two different "
-             "models; a framework is called more accurate only when the interval over seeds "
-             "excludes 0.\n\n";
-        r += md->table(sum);
-      }
-    }
-    if (const ReportTable rt = reproducibility_table(train); !rt.rows.empty()) {
-      r += "Runs repeated with an identical configuration (the `replicate` axis) and with "
-           "another thread count: whether the trained weights are bit-identical (SHA-256 of the "
-           "weight set).\n\n";
-      r += md->table(rt);
-    }
-    r += md->table(epochs_table(train));
+    if (std::find(kinds.begin(), kinds.end(), c.stage) == kinds.end()) kinds.push_back(c.stage);
+  std::vector<CellRecord> other;
+  for (const auto& kind : kinds) {
+    std::vector<CellRecord> of_kind;
+    for (const auto& c : cells)
+      if (c.stage == kind) of_kind.push_back(c);
+    if (of_kind.empty()) continue;
+    const StageKind* k = find_stage(kind);
+    if (k != nullptr && k->report)
+      r += k->report(StageReportInput{of_kind, cells, store, dir, *md});
+    else
+      other.insert(other.end(), of_kind.begin(), of_kind.end());
   }
-  r += report_detail::migration_section(migrate, dir, *md);
   if (!other.empty()) {
     ReportTable ot;
     ot.title = "Other cells";

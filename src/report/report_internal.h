@@ -11,6 +11,10 @@ namespace crossdl::report_detail {
 
 // printf-formatted number; "" for NaN.
 std::string fmt(double v, const char* f);
+// A cell's string axis (or parameter) value, "" when it has none.
+std::string axis(const CellRecord& c, const char* key);
+// A JSON number field, NaN when absent or not a number.
+double num(const nlohmann::json& j, const char* key);
 
 // The "Migration" section: the trained-in x runs-on matrix, the per-cell table, and the cells
 // whose outputs left tolerance as findings (with the first diverging layer and the command that

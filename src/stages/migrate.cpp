@@ -10,10 +10,10 @@
 
 #include "crossdl/adapter.h"
 #include "crossdl/compare.h"
-#include "crossdl/migrate.h"
 #include "crossdl/npy.h"
+#include "crossdl/stage.h"
 #include "crossdl/status.h"
-#include "crossdl/store.h"
+#include "stages.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -21,35 +21,8 @@ using nlohmann::json;
 namespace crossdl {
 namespace {
 
-// Keys of a migrate cell that say how to run it, not which model it takes.
-const std::set<std::string> kMigrateKeys = {"runtime", "test_limit", "atol",  "rtol",
-                                            "opset",   "batch",      "latency_runs", "layers"};
 // Keys of a train cell that do not change the trained model.
-const std::set<std::string> kTrainRunKeys = {"test_limit", "replicate"};
-
-// The train cell whose model this migrate cell takes: every parameter of the train cell that
-// shapes the model must have the same value in the migrate cell; replicate 0 is preferred.
-std::optional<CellRecord> source_cell(const Store& store, const json& cfg) {
-  std::optional<CellRecord> best;
-  for (const CellRecord& c : store.cells()) {
-    if (c.stage != "train") continue;
-    const json tc = c.spec().config();
-    bool match = true;
-    for (const auto& [k, v] : tc.items()) {
-      if (kTrainRunKeys.count(k)) continue;
-      if (!cfg.contains(k) || cfg[k] != v) {
-        match = false;
-        break;
-      }
-    }
-    if (!match) continue;
-    if (!best || (tc.value("replicate", 0) == 0 && best->spec().config().value("replicate", 0) != 0))
-      best = c;
-  }
-  return best;
-}
-
-}  // namespace
+const std::vector<std::string> kTrainRunKeys = {"test_limit", "replicate"};
 
 void migrate_validate(const json& cfg) {
   for (const char* k : {"model", "dataset", "framework", "runtime"})
@@ -71,39 +44,20 @@ void migrate_validate(const json& cfg) {
   }
 }
 
-json migrate_run(const json& cfg, const std::string& cell_dir) {
+// The cell runs after its train cell ended ok (the runner records a skip naming it otherwise);
+// the planner handed over that cell's folder.
+json migrate_run(const json& cfg, const std::string& cell_dir, const fs::path& src_dir) {
   migrate_validate(cfg);
-  // A cell lives in STUDY/cells/<id>/: the study's store is two levels up.
-  const fs::path study_dir = fs::path(cell_dir).parent_path().parent_path();
-  if (!Store::exists_in(study_dir.string()))
-    throw InputError("migrate: no study store above " + cell_dir +
-                     " (a migrate cell runs inside a study, after its train cells)");
-  const Store store(study_dir.string(), false);
   json r = {{"trained_in", cfg["framework"]}, {"runtime", cfg["runtime"]}};
-  const std::optional<CellRecord> src = source_cell(store, cfg);
-  if (!src) {
-    r["status"] = "skipped";
-    r["message"] = "no train cell in this study trained " + cfg["model"].get<std::string>() +
-                   " on " + cfg["dataset"].get<std::string>() + " in " +
-                   cfg["framework"].get<std::string>() + " with these parameters";
-    return r;
-  }
-  r["source_cell"] = src->id;
-  if (src->status != "ok") {
-    r["status"] = "skipped";
-    r["message"] = "the training cell " + src->id + " ended '" + src->status +
-                   "', so there is no model to migrate" +
-                   (src->message.empty() ? "" : " (" + src->message + ")");
-    return r;
-  }
-  const fs::path src_dir = study_dir / "cells" / src->id;
+  r["source_cell"] = src_dir.filename().string();
   const Tensor ref_all = npy_read((src_dir / "test_logits.npy").string());
 
   RuntimeJob job;
   job.runtime = cfg["runtime"].get<std::string>();
   job.model_path = (src_dir / "model.onnx").string();
   job.dataset = cfg["dataset"].get<std::string>();
-  job.data.test_limit = std::min<std::int64_t>(cfg.value("test_limit", ref_all.dim(0)), ref_all.dim(0));
+  job.data.test_limit =
+      std::min<std::int64_t>(cfg.value("test_limit", ref_all.dim(0)), ref_all.dim(0));
   job.out_dir = cell_dir;
   job.threads = cfg.value("threads", 1);
   job.opset = cfg.value("opset", 13);
@@ -150,16 +104,10 @@ json migrate_run(const json& cfg, const std::string& cell_dir) {
       j->data.test_limit = j->layer_examples;
     }
     json ra = runtime_run(a), rb = runtime_run(b);
-    auto layers_of = [](const json& res, const std::string& dir) {
-      std::vector<std::pair<std::string, Tensor>> out;
-      for (const auto& l : res.value("layers", json::array()))
-        out.emplace_back(l["layer"].get<std::string>(),
-                         npy_read((fs::path(dir) / l["file"].get<std::string>()).string()));
-      return out;
-    };
     if (ra.value("layers_status", "") == "ok" && rb.value("layers_status", "") == "ok") {
       int first = -1;
-      const auto lv = layer_divergence(layers_of(ra, a.out_dir), layers_of(rb, b.out_dir), tol, first);
+      const auto lv = layer_divergence(read_layer_outputs(a.out_dir, ra),
+                                       read_layer_outputs(b.out_dir, rb), tol, first);
       json lj = json::array();
       for (const auto& l : lv) {
         json e = l.diff.to_json();
@@ -172,12 +120,36 @@ json migrate_run(const json& cfg, const std::string& cell_dir) {
     } else {
       r["layers_message"] = "layer outputs: " + a.runtime + " " +
                             ra.value("layers_status", ra.value("status", "")) + " " +
-                            ra.value("layers_message", ra.value("message", "")) + "; " +
-                            b.runtime + " " + rb.value("layers_status", rb.value("status", "")) +
-                            " " + rb.value("layers_message", rb.value("message", ""));
+                            ra.value("layers_message", ra.value("message", "")) + "; " + b.runtime +
+                            " " + rb.value("layers_status", rb.value("status", "")) + " " +
+                            rb.value("layers_message", rb.value("message", ""));
     }
   }
   return r;
+}
+
+}  // namespace
+
+StageKind migrate_stage() {
+  StageKind k;
+  k.name = "migrate";
+  k.required_axes = {"model", "dataset", "framework", "runtime"};
+  k.depends_on = [](const CellSpec& c, const std::vector<CellSpec>& plan) {
+    return std::vector<std::pair<std::string, std::string>>{
+        {"model", find_source_cell(c, plan, "train", kTrainRunKeys)}};
+  };
+  k.validate = [](const CellSpec& c) { migrate_validate(c.config()); };
+  k.run = [](const StageContext& ctx) {
+    json m = migrate_run(ctx.spec.config(), ctx.cell_dir, ctx.input("model"));
+    StageResult r;
+    r.status = m["status"].get<std::string>();
+    r.message = m.value("message", "");
+    if (m.contains("library")) r.libraries[m["library"].get<std::string>()] = m["version"];
+    r.metrics = std::move(m);
+    return r;
+  };
+  k.report = report_migration_section;
+  return k;
 }
 
 }  // namespace crossdl

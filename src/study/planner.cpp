@@ -4,6 +4,7 @@
 #include <map>
 #include <sstream>
 
+#include "crossdl/stage.h"
 #include "crossdl/status.h"
 #include "crossdl/study.h"
 #include "crossdl/tensor.h"
@@ -41,6 +42,9 @@ nlohmann::ordered_json CellSpec::to_json() const {
   j["axes"] = ax;
   j["params"] = nlohmann::ordered_json::parse(params.dump());
   j["timeout_s"] = timeout_s;
+  nlohmann::ordered_json in = nlohmann::ordered_json::object();
+  for (const auto& [role, id] : inputs) in[role] = id;
+  j["inputs"] = in;
   return j;
 }
 
@@ -60,6 +64,7 @@ std::vector<CellSpec> study_plan(const Study& study) {
   // ordering could group cells by (framework, model) to minimise model reloads, but each cell is
   // its own process today, so nothing would be saved yet.
   std::vector<CellSpec> cells;
+  std::vector<const StudyStage*> stage_of;        // per cell, for the messages
   std::map<std::string, std::string> first_seen;  // id -> label, to report duplicates
   for (const auto& st : study.stages) {
     nlohmann::json params = study.defaults.is_object() ? study.defaults : nlohmann::json::object();
@@ -87,6 +92,7 @@ std::vector<CellSpec> study_plan(const Study& study) {
       auto [it, fresh] = first_seen.emplace(c.id, c.label());
       if (!fresh) throw InputError(st.where + ": cell '" + c.label() + "' is planned twice");
       cells.push_back(std::move(c));
+      stage_of.push_back(&st);
       // Odometer increment, last axis fastest.
       std::size_t a = st.axes.size();
       while (a > 0) {
@@ -97,6 +103,28 @@ std::vector<CellSpec> study_plan(const Study& study) {
       }
     }
   stage_done:;
+  }
+  // Dependencies: each cell names the cells it reads. One the study does not plan is a planning
+  // error; so is one planned after it, since cells run in plan order.
+  std::map<std::string, std::size_t> seq_of;
+  for (const auto& c : cells) seq_of[c.id] = static_cast<std::size_t>(c.seq);
+  for (std::size_t i = 0; i < cells.size(); ++i) {
+    const StageKind* kind = find_stage(cells[i].stage);
+    if (kind == nullptr || !kind->depends_on) continue;
+    try {
+      cells[i].inputs = kind->depends_on(cells[i], cells);
+    } catch (const InputError& e) {
+      throw InputError(stage_of[i]->where + ": " + e.what());
+    }
+    for (const auto& [role, id] : cells[i].inputs) {
+      auto it = seq_of.find(id);
+      if (it == seq_of.end())
+        throw InputError(stage_of[i]->where + ": cell '" + cells[i].label() + "' depends on '" +
+                         id + "', which the study does not plan");
+      if (it->second >= i)
+        throw InputError(stage_of[i]->where + ": cell '" + cells[i].label() + "' depends on '" +
+                         cells[it->second].label() + "', which is planned after it");
+    }
   }
   return cells;
 }
@@ -130,6 +158,11 @@ CellSpec cell_spec_read(const std::string& spec_file) {
     const auto& ax = oj.at("axes");
     if (!ax.is_object()) throw InputError(spec_file + ": 'axes' must be an object");
     for (const auto& [k, v] : ax.items()) c.axes.emplace_back(k, nlohmann::json::parse(v.dump()));
+    if (oj.contains("inputs")) {
+      const auto& in = oj.at("inputs");
+      if (!in.is_object()) throw InputError(spec_file + ": 'inputs' must be an object");
+      for (const auto& [role, id] : in.items()) c.inputs.emplace_back(role, id.get<std::string>());
+    }
     if (!c.params.is_object()) throw InputError(spec_file + ": 'params' must be an object");
     return c;
   } catch (const nlohmann::json::exception& e) {

@@ -16,7 +16,8 @@ namespace {
 // and rerun on 2 threads on a 10,000-image subset to measure reproducibility. A framework that
 // cannot express a model, or is not installed, is a recorded skip with its reason. LeNet-5 is also
 // trained by TF.js in headless Chromium on a 2,048-image subset. Then every seed-1 model migrates
-// to every native runtime, and the LibTorch ones to every web runtime, backend and browser.
+// to every native runtime, and the LibTorch ones to every web runtime, backend and browser; the
+// LibTorch LeNet-5 and ResNet-20 are quantized in every scheme and run in every runtime.
 constexpr const char* kQuick = R"(name: quick
 description: >
   The same training configuration in every framework (LibTorch, dlib, Darknet): identical initial
@@ -130,6 +131,30 @@ stages:
       runtime: *web
       seed: [1]
     params: {train_limit: 2000, test_limit: 200}
+  # Reduced precision: the LibTorch LeNet-5 and ResNet-20 quantized once by crossdl in every
+  # scheme (BatchNorm folded; int8 per-channel weights, activations calibrated by min-max on 512
+  # training images) and run in every runtime, each in its own format with the same scales and
+  # zero points. A runtime without the scheme is a skip that says why; each int8 output is counted
+  # in steps of crossdl's exact integer reference.
+  - stage: quantize
+    axes:
+      model: [lenet5]
+      dataset: [fashion-mnist]
+      framework: [torch]
+      seed: [1]
+      scheme: &schemes [int8-static, int8-dynamic, fp16, bf16, w8, w16]
+      runtime: &quant_runtimes [torch, opencv, ort, tflite, armnn, tfjs, dlib, darknet,
+                                ort-web:wasm@chromium, tflite-web:wasm@chromium]
+    params: {test_limit: 1000}
+  - stage: quantize
+    axes:
+      model: [resnet20]
+      dataset: [fashion-mnist]
+      framework: [torch]
+      seed: [1]
+      scheme: *schemes
+      runtime: *quant_runtimes
+    params: {train_limit: 2000, test_limit: 500}
 )";
 
 // The ASE 2019 study's training setup: each model on the dataset the paper paired it with,

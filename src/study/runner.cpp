@@ -87,10 +87,55 @@ std::string reproduce_command(const std::string& dir, const std::string& id) {
   return "crossdl study cell " + dir + " --id " + id;
 }
 
+// A cell whose input did not end ok has nothing to work on: it is recorded as a skip naming that
+// input, without starting a process. Empty when every input is there.
+std::string missing_input(const Store& store, const CellSpec& spec) {
+  for (const auto& [role, id] : spec.inputs) {
+    const std::optional<CellRecord> in = store.find_cell(id);
+    if (!in) return "its " + role + " cell " + id + " has not run";
+    if (in->status != "ok")
+      return "its " + role + " cell " + id + " (" + in->spec().label() + ") ended '" + in->status +
+             "'" + (in->message.empty() ? "" : ": " + in->message.substr(0, 300));
+  }
+  return "";
+}
+
+// Every stored cell that reads `id`, directly or through another, in store order.
+std::vector<std::string> dependants_of(const Store& store, const std::string& id) {
+  const std::vector<CellRecord> cells = store.cells();
+  std::set<std::string> hit = {id};
+  std::vector<std::string> out;
+  for (bool grew = true; grew;) {
+    grew = false;
+    for (const auto& c : cells) {
+      if (hit.count(c.id)) continue;
+      for (const auto& [role, in] : c.inputs)
+        if (hit.count(in)) {
+          hit.insert(c.id);
+          out.push_back(c.id);
+          grew = true;
+          break;
+        }
+    }
+  }
+  return out;
+}
+
 // Runs one cell and records it unless the run was interrupted. Returns the outcome.
 CellOutcome run_one(Store& store, const CellSpec& spec, const StudyRunOptions& opt,
                     StudyProgress& progress) {
   fs::path cell_dir = fs::path(opt.out_dir) / "cells" / spec.id;
+  if (const std::string why = missing_input(store, spec); !why.empty()) {
+    progress.cell_started(spec);
+    CellOutcome o;
+    o.status = "skipped";
+    o.message = why;
+    o.started_at = o.finished_at = utc_now_iso8601();
+    o.provenance = machine_provenance();
+    store.write_cell(cell_record(spec, o));
+    progress.cell_finished(spec, o);
+    return o;
+  }
   fs::create_directories(cell_dir);
   std::string spec_file = (cell_dir / "spec.json").string();
   cell_spec_write(spec_file, spec);
@@ -277,11 +322,18 @@ int study_run_cell(const std::string& id, const StudyRunOptions& opt, nlohmann::
     g_study_stop_signal = 0;
   }
   progress.finish();
+  // What used this cell's old result is stale now: removed from the store, so that `study run
+  // --resume` runs it again with the new one.
+  std::vector<std::string> stale;
+  if (o.status != "interrupted") {
+    stale = dependants_of(store, id);
+    if (!stale.empty()) store.erase_cells(stale);
+  }
   if (summary != nullptr) {
-    *summary = {{"out_dir", opt.out_dir},      {"id", id},
-                {"label", spec->label()},      {"status", o.status},
-                {"message", o.message},        {"elapsed_s", o.elapsed_s},
-                {"stderr_tail", o.stderr_tail}};
+    *summary = {{"out_dir", opt.out_dir},       {"id", id},
+                {"label", spec->label()},       {"status", o.status},
+                {"message", o.message},         {"elapsed_s", o.elapsed_s},
+                {"stderr_tail", o.stderr_tail}, {"invalidated", stale}};
   }
   write_report_into(summary, opt);
   if (summary != nullptr) (*summary)["wall_s"] = monotonic_s() - t0;

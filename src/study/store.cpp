@@ -26,6 +26,9 @@ CREATE TABLE IF NOT EXISTS epochs (
 CREATE TABLE IF NOT EXISTS outputs (
   cell_id TEXT NOT NULL, name TEXT NOT NULL, value_json TEXT NOT NULL,
   PRIMARY KEY (cell_id, name));
+CREATE TABLE IF NOT EXISTS inputs (
+  cell_id TEXT NOT NULL, role TEXT NOT NULL, input_id TEXT NOT NULL,
+  PRIMARY KEY (cell_id, role));
 )";
 
 constexpr const char* kCellColumns =
@@ -144,6 +147,7 @@ CellSpec CellRecord::spec() const {
   for (const auto& [k, v] : axes.items()) s.axes.emplace_back(k, nlohmann::json::parse(v.dump()));
   s.params = params;
   s.timeout_s = std::isnan(timeout_s) || timeout_s <= 0 ? 900 : timeout_s;
+  s.inputs = inputs;
   return s;
 }
 
@@ -155,6 +159,7 @@ CellRecord cell_record(const CellSpec& spec, const CellOutcome& o) {
   c.axes = spec.to_json()["axes"];
   c.params = spec.params;
   c.timeout_s = spec.timeout_s;
+  c.inputs = spec.inputs;
   c.status = o.status;
   c.message = o.message;
   c.signal = o.signal;
@@ -202,6 +207,9 @@ Store::Store(const std::string& dir, bool create) : path_(path_in(dir)) {
       if (!meta("schema_version")) set_meta("schema_version", "1");
     } else if (!meta("schema_version")) {
       throw InputError(path_ + ": not a crossdl study store");
+    } else {
+      // A store written before cells had inputs gains the (empty) table.
+      exec(kSchema);
     }
   } catch (const std::runtime_error& e) {
     sqlite3_close(db_);
@@ -283,6 +291,12 @@ void Store::write_cell(const CellRecord& c) {
           .real(7, e.samples_per_s)
           .step();
     }
+    Stmt del_in(db_, path_, "DELETE FROM inputs WHERE cell_id = ?");
+    del_in.text(1, c.id).step();
+    for (const auto& [role, id] : c.inputs) {
+      Stmt ins(db_, path_, "INSERT INTO inputs (cell_id, role, input_id) VALUES (?,?,?)");
+      ins.text(1, c.id).text(2, role).text(3, id).step();
+    }
     Stmt del_out(db_, path_, "DELETE FROM outputs WHERE cell_id = ?");
     del_out.text(1, c.id).step();
     for (const auto& [name, value] : c.outputs.items()) {
@@ -332,7 +346,36 @@ std::vector<CellRecord> Store::cells() const {
     auto it = at.find(e.cell_id);
     if (it != at.end()) out[it->second].epochs.push_back(e);
   }
+  Stmt in(db_, path_, "SELECT cell_id, role, input_id FROM inputs ORDER BY cell_id, role");
+  while (in.step()) {
+    auto it = at.find(in.col_text(0));
+    if (it != at.end()) out[it->second].inputs.emplace_back(in.col_text(1), in.col_text(2));
+  }
   return out;
+}
+
+std::vector<std::pair<std::string, std::string>> Store::inputs_of(const std::string& id) const {
+  std::vector<std::pair<std::string, std::string>> out;
+  Stmt s(db_, path_, "SELECT role, input_id FROM inputs WHERE cell_id = ? ORDER BY role");
+  s.text(1, id);
+  while (s.step()) out.emplace_back(s.col_text(0), s.col_text(1));
+  return out;
+}
+
+void Store::erase_cells(const std::vector<std::string>& ids) {
+  exec("BEGIN IMMEDIATE");
+  try {
+    for (const char* table : {"cells WHERE id", "epochs WHERE cell_id", "outputs WHERE cell_id",
+                              "inputs WHERE cell_id"})
+      for (const auto& id : ids) {
+        Stmt del(db_, path_, std::string("DELETE FROM ") + table + " = ?");
+        del.text(1, id).step();
+      }
+    exec("COMMIT");
+  } catch (...) {
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
 }
 
 std::optional<CellRecord> Store::find_cell(const std::string& id) const {
@@ -341,6 +384,7 @@ std::optional<CellRecord> Store::find_cell(const std::string& id) const {
   if (!s.step()) return std::nullopt;
   CellRecord c = read_cell(s);
   c.epochs = epochs_where(id);
+  c.inputs = inputs_of(id);
   return c;
 }
 

@@ -6,31 +6,14 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <mutex>
 #include <sstream>
 
+#include "crossdl/stage.h"
 #include "crossdl/status.h"
 #include "crossdl/study.h"
 
 namespace crossdl {
 namespace {
-
-struct StageKind {
-  std::string name;
-  std::vector<std::string> required_axes;
-};
-
-std::mutex& registry_mutex() {
-  static std::mutex m;
-  return m;
-}
-std::vector<StageKind>& registry() {
-  // "train" and "migrate" are built in so that the presets parse in a core-only binary (tests,
-  // `report`).
-  static std::vector<StageKind> r{{"train", {"model", "dataset", "framework"}},
-                                  {"migrate", {"model", "dataset", "framework", "runtime"}}};
-  return r;
-}
 
 std::string where(const std::string& source, const YAML::Mark& m) {
   if (m.is_null()) return source;
@@ -150,31 +133,6 @@ StudyStage parse_stage(const std::string& source, const YAML::Node& n, std::size
 }
 
 }  // namespace
-
-void register_stage(std::string name, std::vector<std::string> required_axes) {
-  std::lock_guard<std::mutex> lock(registry_mutex());
-  for (auto& k : registry())
-    if (k.name == name) {
-      k.required_axes = std::move(required_axes);
-      return;
-    }
-  registry().push_back({std::move(name), std::move(required_axes)});
-}
-
-std::vector<std::string> registered_stages() {
-  std::lock_guard<std::mutex> lock(registry_mutex());
-  std::vector<std::string> out;
-  for (const auto& k : registry()) out.push_back(k.name);
-  return out;
-}
-
-// For the planner (declared in study_internal.h).
-std::vector<std::string> stage_required_axes(const std::string& name) {
-  std::lock_guard<std::mutex> lock(registry_mutex());
-  for (const auto& k : registry())
-    if (k.name == name) return k.required_axes;
-  return {};
-}
 
 Study study_parse(const std::string& yaml_text, const std::string& source) {
   YAML::Node root;

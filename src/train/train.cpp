@@ -43,16 +43,16 @@ nlohmann::json facts_json(const RunnerFacts& f) {
   return fj;
 }
 
-EvalResult evaluate_split(const Dataset& ds, const Split& split, std::int64_t batch,
-                          const std::function<Status(const Tensor&, Tensor&)>& infer) {
+EvalResult evaluate_inputs(const EvalInputs& in, std::int64_t batch,
+                           const std::function<Status(const Tensor&, Tensor&)>& infer) {
   const auto t0 = Clock::now();
-  const std::int64_t n = split.size();
+  const std::int64_t n = in.n, classes = in.num_classes;
   EvalResult r;
   r.predictions = Tensor(DType::I64, {n});
-  r.logits = Tensor(DType::F32, {n, ds.num_classes}, Layout::NC);
+  r.logits = Tensor(DType::F32, {n, classes}, Layout::NC);
   auto preds = r.predictions.values<std::int64_t>();
   auto logits = r.logits.values<float>();
-  const auto labels = split.y.values<std::int64_t>();
+  const auto labels = in.labels.values<std::int64_t>();
   std::vector<std::int64_t> idx;
   std::int64_t correct = 0;
   for (std::int64_t begin = 0; begin < n; begin += batch) {
@@ -60,17 +60,17 @@ EvalResult evaluate_split(const Dataset& ds, const Split& split, std::int64_t ba
     idx.resize(static_cast<std::size_t>(end - begin));
     for (std::int64_t i = begin; i < end; ++i) idx[static_cast<std::size_t>(i - begin)] = i;
     Tensor out;
-    Status st = infer(make_batch(ds, split, idx), out);
+    Status st = infer(in.batch(idx), out);
     if (!st.is_ok()) throw std::runtime_error(st.message());
-    if (out.shape() != Shape{end - begin, ds.num_classes})
+    if (out.shape() != Shape{end - begin, classes})
       throw std::runtime_error("framework returned logits of shape " + shape_str(out.shape()) +
-                               ", expected " + shape_str({end - begin, ds.num_classes}));
+                               ", expected " + shape_str({end - begin, classes}));
     const auto o = out.values<float>();
-    std::copy(o.begin(), o.end(), logits.begin() + begin * ds.num_classes);
+    std::copy(o.begin(), o.end(), logits.begin() + begin * classes);
     for (std::int64_t i = begin; i < end; ++i) {
-      const float* row = &o[static_cast<std::size_t>((i - begin) * ds.num_classes)];
+      const float* row = &o[static_cast<std::size_t>((i - begin) * classes)];
       std::int64_t best = 0;
-      for (std::int64_t c = 1; c < ds.num_classes; ++c)
+      for (std::int64_t c = 1; c < classes; ++c)
         if (row[c] > row[best]) best = c;  // a NaN row predicts class 0
       preds[static_cast<std::size_t>(i)] = best;
       correct += best == labels[static_cast<std::size_t>(i)];
@@ -79,6 +79,22 @@ EvalResult evaluate_split(const Dataset& ds, const Split& split, std::int64_t ba
   r.accuracy = n ? static_cast<double>(correct) / static_cast<double>(n) : 0.0;
   r.seconds = since(t0);
   return r;
+}
+
+EvalInputs eval_inputs_of(const Dataset& ds, const Split& split) {
+  EvalInputs in;
+  in.n = split.size();
+  in.num_classes = ds.num_classes;
+  in.labels = split.y;
+  in.batch = [&ds, &split](std::span<const std::int64_t> idx) {
+    return make_batch(ds, split, idx);
+  };
+  return in;
+}
+
+EvalResult evaluate_split(const Dataset& ds, const Split& split, std::int64_t batch,
+                          const std::function<Status(const Tensor&, Tensor&)>& infer) {
+  return evaluate_inputs(eval_inputs_of(ds, split), batch, infer);
 }
 
 TrainRequest train_request_from_json(const nlohmann::json& p) {

@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "crossdl/compare.h"
 #include "crossdl/provenance.h"
+#include "crossdl/quantize.h"
 #include "crossdl/runtime.h"
 #include "crossdl/study.h"
 
@@ -26,6 +27,8 @@ struct CompareArgs {
   int threads = 1, opset = 13;
   bool layers = false, as_json = false;
   double atol = Tolerance{}.atol, rtol = Tolerance{}.rtol, timeout_s = 600;
+  std::string inputs, labels, precision = "fp32";
+  QuantArgs quant;
   std::string job_file;  // __runtime
 };
 
@@ -41,12 +44,66 @@ double num(const json& j, const char* key) {
   return it != j.end() && it->is_number() ? it->get<double>() : std::nan("");
 }
 
+// Reduced precisions: against fp32 (what the quantization costs) and against crossdl's own
+// reference on the same parameters (what the runtime gets wrong), in quantization steps for int8.
+void print_precision_table(const json& doc, int w) {
+  bool any = false;
+  for (const auto& r : doc["runtimes"]) any = any || r.value("precision", "fp32") != "fp32";
+  if (!any) return;
+  std::printf(
+      "\nreduced precision (Δacc and disagree: against the fp32 %s; ref: crossdl's own "
+      "reference on the same scales)\n",
+      doc.value("reference", "").c_str());
+  std::printf("%-*s %-12s %-8s %-8s %-8s %-8s %-8s %-9s %-22s %-8s %s\n", w, "runtime", "precision",
+              "status", "accuracy", "Δacc", "disagree", "≠ ref", "max|Δref|", "logit steps =/1/>1",
+              "p50 ms", "size KB");
+  std::vector<std::string> notes;
+  for (const auto& r : doc["runtimes"]) {
+    const std::string p = r.value("precision", "fp32");
+    if (p == "fp32") continue;
+    const std::string name = r.value("runtime", "");
+    const json st = r.value("logits_steps", json::object());
+    std::string steps = "-";
+    if (!st.empty())
+      steps = std::to_string(st.value("equal", 0LL)) + "/" +
+              std::to_string(st.value("off_by_one", 0LL)) + "/" +
+              std::to_string(st.value("off_by_more", 0LL));
+    std::printf(
+        "%-*s %-12s %-8s %-8s %-8s %-8s %-8s %-9s %-22s %-8s %s\n", w, name.c_str(), p.c_str(),
+        r.value("status", "").c_str(), fmt("%.4f", num(r, "accuracy")).c_str(),
+        fmt("%+.4f", num(r, "accuracy_delta")).c_str(),
+        r.contains("disagreement") ? std::to_string(r["disagreement"].get<long long>()).c_str()
+                                   : "-",
+        r.contains("reference_disagreement")
+            ? std::to_string(r["reference_disagreement"].get<long long>()).c_str()
+            : "-",
+        fmt("%.2g", num(r.value("reference_diff", json::object()), "max_abs")).c_str(),
+        steps.c_str(), fmt("%.3f", num(r.value("latency_ms", json::object()), "p50")).c_str(),
+        fmt("%.1f", num(r.value("artefact", json::object()), "bytes") / 1024.0).c_str());
+    if (r.value("status", "") != "ok")
+      notes.push_back(name + " " + p + " " + r.value("status", "") + ": " + r.value("message", ""));
+    if (r.contains("layer_steps")) {
+      std::string line;
+      for (const auto& l : r["layer_steps"])
+        line += (line.empty() ? "" : ", ") + l.value("layer", "") + " " +
+                std::to_string(l.value("off_by_more", 0LL)) + ">1" +
+                (l.contains("sqnr_db") ? " " + fmt("%.1f", num(l, "sqnr_db")) + " dB" : "");
+      const json first = r.value("first_layer_off_by_more_than_one_step", json());
+      notes.push_back(name + " " + p +
+                      " layers (outputs off by more than one step; SQNR vs fp32): " + line +
+                      "; first off by more than one step: " +
+                      (first.is_string() ? first.get<std::string>() : std::string("none")));
+    }
+  }
+  for (const auto& n : notes) std::printf("  %s\n", n.c_str());
+}
+
 void print_table(const json& doc) {
-  std::printf("%s on %s (%lld test examples), reference %s, tolerance atol %g rtol %g, %d thread(s)\n",
-              doc.value("model", "").c_str(), doc.value("dataset", "").c_str(),
-              doc.value("test_size", 0LL), doc.value("reference", "").c_str(),
-              doc["tolerance"].value("atol", 0.0), doc["tolerance"].value("rtol", 0.0),
-              doc.value("threads", 1));
+  std::printf(
+      "%s on %s (%lld test examples), reference %s, tolerance atol %g rtol %g, %d thread(s)\n",
+      doc.value("model", "").c_str(), doc.value("dataset", "").c_str(), doc.value("test_size", 0LL),
+      doc.value("reference", "").c_str(), doc["tolerance"].value("atol", 0.0),
+      doc["tolerance"].value("rtol", 0.0), doc.value("threads", 1));
   // Web runtime names are long ("tflite-web:wasm@chromium"): the first column fits the longest.
   int w = 15;
   for (const auto& r : doc["runtimes"])
@@ -57,6 +114,7 @@ void print_table(const json& doc) {
   std::vector<std::string> notes;
   std::vector<std::string> facts;
   for (const auto& r : doc["runtimes"]) {
+    if (r.value("precision", "fp32") != "fp32") continue;  // their own table below
     const std::string name = r.value("runtime", "");
     const std::string status = r.value("status", "");
     const bool is_ref = name == doc.value("reference", "");
@@ -110,6 +168,7 @@ void print_table(const json& doc) {
     }
   }
   for (const auto& n : notes) std::printf("  %s\n", n.c_str());
+  print_precision_table(doc, w);
   if (!facts.empty()) {
     std::printf(
         "web runtimes (device; memory of the browser's process tree, or of the Node helper):\n");
@@ -126,6 +185,10 @@ int exit_code(const json& doc) {
     const std::string s = r.value("status", "");
     if (s != "ok" && s != "skipped") return kExitFinding;
     if (r.contains("logits_diff") && !r["logits_diff"].value("within", true)) return kExitFinding;
+    // Reduced precision: a runtime that leaves crossdl's reference (more than one int8 step, or
+    // the float schemes' tolerance) is a finding; the cost of quantization itself is not.
+    if (!r.value("within_one_step", true) || !r.value("within_tolerance", true))
+      return kExitFinding;
   }
   return 0;
 }
@@ -136,7 +199,8 @@ void add_compare_commands(CLI::App& app, CommandSet& set) {
   static CompareArgs a;
   auto* c = app.add_subcommand(
       "compare", "Run the same weights in several runtimes and compare their outputs");
-  c->add_option("--model", a.model, "An .onnx file, or a folder with model.onnx (crossdl train --out)")
+  c->add_option("--model", a.model,
+                "An .onnx file, or a folder with model.onnx (crossdl train --out)")
       ->required();
   c->add_option("--runtimes", a.runtimes,
                 "Comma-separated runtimes (crossdl doctor lists them), e.g. torch,opencv,ort")
@@ -145,9 +209,11 @@ void add_compare_commands(CLI::App& app, CommandSet& set) {
       ->capture_default_str();
   c->add_option("--dataset", a.dataset)->capture_default_str();
   c->add_option("--limit", a.limit, "Test examples to run (0: all)")->capture_default_str();
-  c->add_flag("--layers", a.layers, "Capture every layer's output and find the first diverging one");
+  c->add_flag("--layers", a.layers,
+              "Capture every layer's output and find the first diverging one");
   c->add_option("--atol", a.atol, "Absolute tolerance")->capture_default_str();
-  c->add_option("--rtol", a.rtol, "Relative tolerance (of the reference value)")->capture_default_str();
+  c->add_option("--rtol", a.rtol, "Relative tolerance (of the reference value)")
+      ->capture_default_str();
   c->add_option("--threads", a.threads, "Threads per runtime")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -159,6 +225,15 @@ void add_compare_commands(CLI::App& app, CommandSet& set) {
   c->add_option("--timeout", a.timeout_s, "Seconds per runtime before it is killed")
       ->capture_default_str();
   c->add_option("--out", a.out, "Keep artefacts, logits and layer outputs in this folder");
+  c->add_option("--inputs", a.inputs,
+                "Run on these inputs instead of the test split: a .npy [N, ...] of model inputs "
+                "(normalised as crossdl feeds them), with --labels");
+  c->add_option("--labels", a.labels, "A .npy int64 [N] of the --inputs' labels");
+  c->add_option("--precision", a.precision,
+                "Comma-separated precisions: fp32 and/or crossdl's quantization schemes (fp16, "
+                "bf16, int8-static, int8-dynamic, w8, w16)")
+      ->capture_default_str();
+  add_quant_options(*c, a.quant);
   c->add_flag("--json", a.as_json, "Print the result document as JSON");
   set.compare = c;
 
@@ -182,9 +257,14 @@ void add_compare_commands(CLI::App& app, CommandSet& set) {
     o.opset = a.opset;
     o.latency_runs = a.latency_runs;
     o.out_dir = a.out;
+    o.precisions = split_list(a.precision);
+    o.quant = a.quant.to_json();
+    o.inputs_path = a.inputs;
+    o.labels_path = a.labels;
     o.timeout_s = a.timeout_s;
     o.self_command = {fs::canonical("/proc/self/exe").string()};
-    if (!a.as_json) o.on_line = [](const std::string& l) { std::fprintf(stderr, "%s\n", l.c_str()); };
+    if (!a.as_json)
+      o.on_line = [](const std::string& l) { std::fprintf(stderr, "%s\n", l.c_str()); };
     json doc = compare_run(o);
     if (a.as_json)
       std::cout << doc.dump(2) << "\n";

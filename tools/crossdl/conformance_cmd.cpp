@@ -30,6 +30,7 @@
 
 #include "commands.h"
 #include "crossdl/adapter.h"
+#include "crossdl/compare.h"
 #include "crossdl/onnx_io.h"
 #include "crossdl/runtime.h"
 #include "crossdl/status.h"
@@ -209,30 +210,6 @@ onnx::ModelProto adapted(const onnx::ModelProto& original,
   return mp;
 }
 
-struct Diff {
-  double max_abs = 0, max_rel = 0;
-  std::int64_t outside = 0, count = 0;
-};
-
-Diff compare(const Tensor& got, const Tensor& want) {
-  Diff d;
-  const auto a = got.values<float>(), e = want.values<float>();
-  d.count = static_cast<std::int64_t>(e.size());
-  for (std::size_t i = 0; i < e.size(); ++i) {
-    const double x = a[i], y = e[i];
-    if (std::isnan(x) && std::isnan(y)) continue;
-    const double diff = std::fabs(x - y);
-    if (!(diff <= kAtol + kRtol * std::fabs(y))) ++d.outside;
-    if (std::isnan(diff)) {
-      d.max_abs = d.max_rel = std::numeric_limits<double>::infinity();
-      continue;
-    }
-    d.max_abs = std::max(d.max_abs, diff);
-    if (y != 0) d.max_rel = std::max(d.max_rel, diff / std::fabs(y));
-  }
-  return d;
-}
-
 // What runs the IR: the torch framework directly, or a runtime through its exported artefact.
 struct Executor {
   std::unique_ptr<Framework> framework;
@@ -328,7 +305,8 @@ json run_test(const TestCase& tc, Executor& exec, const ConformanceArgs& a,
     return r;
   }
   Status st;
-  Diff worst;
+  OutputDiff worst;
+  const Tolerance tol{kAtol, kRtol, /*nan_equal=*/true};
   for (const fs::path& set : sets) {
     const std::vector<onnx::TensorProto> ins = read_tensors(set, "input");
     const std::vector<onnx::TensorProto> outs = read_tensors(set, "output");
@@ -366,7 +344,7 @@ json run_test(const TestCase& tc, Executor& exec, const ConformanceArgs& a,
           "output shape " + shape_str(got.shape()) + ", expected " + shape_str(want.shape());
       return r;
     }
-    const Diff d = compare(got, want);
+    const OutputDiff d = diff_outputs(want, got, tol);
     worst.max_abs = std::max(worst.max_abs, d.max_abs);
     worst.max_rel = std::max(worst.max_rel, d.max_rel);
     worst.outside += d.outside;

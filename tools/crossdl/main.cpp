@@ -15,11 +15,11 @@
 
 #include "commands.h"
 #include "crossdl/adapter.h"
-#include "crossdl/migrate.h"
 #include "crossdl/npy.h"
 #include "crossdl/onnx_io.h"
 #include "crossdl/provenance.h"
 #include "crossdl/report.h"
+#include "crossdl/stage.h"
 #include "crossdl/study.h"
 #include "crossdl/train.h"
 #include "crossdl/zoo.h"
@@ -115,8 +115,7 @@ int cmd_doctor(bool as_json) {
     const bool built_in = b.make_framework != nullptr || b.make_runtime != nullptr;
     const bool usable = built_in && !version.empty();
     // A framework built with a runtime side also runs exported artefacts in `crossdl compare`.
-    const std::string kind =
-        b.make_framework && b.make_runtime ? "framework+runtime" : b.kind;
+    const std::string kind = b.make_framework && b.make_runtime ? "framework+runtime" : b.kind;
     rows.push_back({{"name", b.name},
                     {"kind", kind},
                     {"library", b.library},
@@ -459,10 +458,6 @@ int cmd_eval(const std::string& model_file, const std::string& dataset,
 }
 
 // ---- study cells (the child side) -------------------------------------------------------------
-void register_stages() {
-  register_stage("train", {"model", "dataset", "framework"});
-}
-
 void print_study_summary(const json& s) {
   std::string by_status;
   const json counts = s.value("by_status", json::object());
@@ -484,75 +479,41 @@ void print_study_summary(const json& s) {
 void validate_cells(const Study& s) {
   for (const CellSpec& c : study_plan(s)) {
     try {
-      if (c.stage == "train") (void)train_request_from_json(c.config());
-      if (c.stage == "migrate") migrate_validate(c.config());
+      const StageKind* k = find_stage(c.stage);
+      if (k != nullptr && k->validate) k->validate(c);
     } catch (const InputError& e) {
       throw InputError(s.source + ": cell '" + c.label() + "': " + e.what());
     }
   }
 }
 
+// The child side of a study cell: its stage kind runs it, and the result goes to the parent as
+// the last event.
 int cmd_cell(const std::string& spec_file, const std::string& out_dir) {
-  CellSpec spec = cell_spec_read(spec_file);
+  const CellSpec spec = cell_spec_read(spec_file);
   json result = {{"event", "result"}};
+  result["provenance"] = machine_provenance();
   int rc = 0;
   try {
-    if (spec.stage == "migrate") {
-      json m = migrate_run(spec.config(), out_dir);
-      result["status"] = m["status"];
-      result["message"] = m.value("message", "");
-      result["metrics"] = m;
-      result["provenance"] = machine_provenance();
-      if (m.contains("library"))
-        result["provenance"]["libraries"][m["library"].get<std::string>()] = m["version"];
-      emit_event(result);
-      return m["status"] == "failed" ? kExitFinding : 0;
-    }
-    if (spec.stage != "train") throw InputError("cell stage '" + spec.stage + "' is not known");
-    TrainRequest req = train_request_from_json(spec.config());
-    req.out_dir = out_dir;
-    TrainProgress p;
-    p.on_batch = [](int epoch, int epochs, std::int64_t batch, std::int64_t batches, double loss,
-                    double sps) {
-      emit_event({{"event", "progress"},
-                  {"epoch", epoch},
-                  {"epochs", epochs},
-                  {"batch", batch},
-                  {"batches", batches},
-                  {"loss", loss},
-                  {"samples_per_s", sps}});
-    };
-    p.on_epoch = [](const TrainEpoch& e) {
-      emit_event({{"event", "epoch"},
-                  {"epoch", e.epoch},
-                  {"train_loss", e.train_loss},
-                  {"test_accuracy", e.test_accuracy},
-                  {"seconds", e.seconds},
-                  {"peak_rss_mb", e.peak_rss_mb},
-                  {"samples_per_s", e.samples_per_s}});
-    };
-    json m = train_run(req, p);
-    // A framework this build lacks comes back "skipped" without framework_info.
-    if (m.contains("framework_info")) result["framework"] = m["framework_info"];
-    result["status"] = m["status"];
-    result["message"] = m.value("message", "");
-    m.erase("epoch_metrics");  // already sent as epoch events
-    if (m.contains("outputs")) {
-      result["outputs"] = m["outputs"];
-      m.erase("outputs");
-    }
-    result["metrics"] = m;
-    if (m["status"] == "failed") rc = kExitFinding;
+    const StageKind* k = find_stage(spec.stage);
+    if (k == nullptr || !k->run)
+      throw InputError("cell stage '" + spec.stage + "' is not known to this crossdl");
+    StageContext ctx{spec, out_dir, {}};
+    // Cells live side by side in STUDY/cells/: an input's folder is its id's.
+    for (const auto& [role, id] : spec.inputs)
+      ctx.inputs.emplace_back(role, (fs::path(out_dir).parent_path() / id).string());
+    StageResult r = k->run(ctx);
+    result["status"] = r.status;
+    result["message"] = r.message;
+    result["metrics"] = std::move(r.metrics);
+    if (!r.outputs.empty()) result["outputs"] = std::move(r.outputs);
+    for (const auto& [lib, version] : r.libraries.items())
+      result["provenance"]["libraries"][lib] = version;
+    if (r.status == "failed") rc = kExitFinding;
   } catch (const InputError& e) {
     result["status"] = "failed";
     result["message"] = std::string("bad input: ") + e.what();
     rc = kExitUsage;
-  }
-  result["provenance"] = machine_provenance();
-  if (result.contains("framework")) {
-    const json& fi = result["framework"];
-    result["provenance"]["libraries"][fi["library"].get<std::string>()] = fi["version"];
-    result.erase("framework");
   }
   emit_event(result);
   return rc;
@@ -661,6 +622,7 @@ int main(int argc, char** argv) {
   CommandSet more;
   add_compare_commands(app, more);
   add_conformance_command(app, more);
+  add_quantize_command(app, more);
 
   std::string spec_file, cell_out;
   auto* cell = app.add_subcommand("__cell", "(internal) run one study cell");
@@ -676,7 +638,7 @@ int main(int argc, char** argv) {
   }
 
   try {
-    register_stages();
+    register_builtin_stages();
     if (doctor->parsed()) return cmd_doctor(as_json);
     if (train->parsed()) return cmd_train(ta);
     if (eval->parsed())
@@ -686,6 +648,7 @@ int main(int argc, char** argv) {
     if (more.compare->parsed()) return more.run_compare();
     if (more.runtime_job->parsed()) return more.run_runtime_job();
     if (more.onnx_conformance.app->parsed()) return more.onnx_conformance.run();
+    if (more.quantize.app->parsed()) return more.quantize.run();
     if (study_run_cmd->parsed()) {
       Study s = study_file.empty() ? study_preset(study_preset_name) : study_load(study_file);
       validate_cells(s);

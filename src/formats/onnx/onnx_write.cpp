@@ -25,6 +25,7 @@
 #include <stdexcept>
 
 #include "crossdl/onnx_io.h"
+#include "crossdl/quant.h"
 #include "crossdl/status.h"
 #include "onnx_common.h"
 
@@ -48,7 +49,7 @@ struct Value {
 class Writer {
  public:
   Writer(const ir::Model& m, const WeightSet& w, const OnnxWriteOptions& opt, onnx::ModelProto& mp)
-      : m_(m), w_(w), opt_(opt), mp_(mp), g_(*mp.mutable_graph()) {}
+      : m_(m), w_(w), opt_(opt), mp_(mp), g_(*mp.mutable_graph()), q_(opt.quant) {}
 
   void run() {
     header();
@@ -68,6 +69,7 @@ class Writer {
   onnx::GraphProto& g_;
   std::map<std::string, Value> values_;  // IR tensor ("input" or a layer) -> ONNX tensor
   std::set<std::string> names_;          // every ONNX tensor name, to catch clashes
+  const quant::QuantModel* q_;           // null for fp32
 
   void claim(const std::string& name) {
     if (!names_.insert(name).second)
@@ -153,9 +155,95 @@ class Writer {
         if (recurrent_done.insert(l.name).second) recurrent_inits(l);
         continue;
       }
+      if (q_ != nullptr && quantized_weight(name, s, t)) continue;
       add_float_init(name, t.shape(), t.values<float>().data(),
                      static_cast<std::size_t>(t.numel()));
     }
+  }
+
+  // ---- reduced precision (OnnxWriteOptions::quant) ----------------------------------------
+  template <class T>
+  void add_init(const std::string& name, int elem, const Shape& shape, const std::vector<T>& v) {
+    claim(name);
+    auto* t = g_.add_initializer();
+    t->set_name(name);
+    t->set_data_type(elem);
+    set_dims(*t, shape);
+    t->set_raw_data(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+  }
+
+  // DequantizeLinear of an initializer with crossdl's parameters: scale and zero point are
+  // scalars per tensor, vectors along `axis` per channel.
+  void dequantize_init(const std::string& out, const std::string& qname, const quant::QParams& p,
+                       int zp_elem) {
+    const bool per_channel = p.axis >= 0 && p.scale.size() > 1;
+    const Shape ps = per_channel ? Shape{static_cast<std::int64_t>(p.scale.size())} : Shape{};
+    add_init(out + "/scale", onnx::TensorProto::FLOAT, ps, p.scale);
+    if (zp_elem == onnx::TensorProto::INT32) {
+      add_init(out + "/zero_point", zp_elem, ps, p.zero_point);
+    } else {
+      std::vector<std::int8_t> zp(p.zero_point.begin(), p.zero_point.end());
+      add_init(out + "/zero_point", zp_elem, ps, zp);
+    }
+    onnx::NodeProto& n = node("DequantizeLinear", out + "/dequantize",
+                              {qname, out + "/scale", out + "/zero_point"}, {out});
+    if (per_channel) attr(n, "axis", static_cast<std::int64_t>(p.axis));
+  }
+
+  // Writes a weight the scheme stores in reduced precision, followed by the node that gives the
+  // float tensor under its usual name (so the layer's node reads it as before). False when the
+  // scheme keeps this weight in float.
+  bool quantized_weight(const std::string& name, const ir::WeightSpec& s, const Tensor& t) {
+    using quant::Scheme;
+    const Scheme scheme = q_->options.scheme;
+    if (scheme == Scheme::FP16 || scheme == Scheme::BF16) {
+      const bool half = scheme == Scheme::FP16;
+      std::vector<std::uint16_t> bits;
+      for (float v : t.values<float>())
+        bits.push_back(half ? quant::fp16_bits(v) : quant::bf16_bits(v));
+      const std::string stored = name + (half ? "/fp16" : "/bf16");
+      add_init(stored, half ? onnx::TensorProto::FLOAT16 : onnx::TensorProto::BFLOAT16, t.shape(),
+               bits);
+      attr(node("Cast", name + "/cast", {stored}, {name}), "to",
+           static_cast<std::int64_t>(onnx::TensorProto::FLOAT));
+      return true;
+    }
+    if (auto w = q_->weight_q.find(name); w != q_->weight_q.end()) {
+      add_init(name + "/quantized", onnx::TensorProto::INT8, t.shape(), w->second);
+      dequantize_init(name, name + "/quantized", q_->weight_params.at(name),
+                      onnx::TensorProto::INT8);
+      return true;
+    }
+    if (auto b = q_->bias_q.find(name); b != q_->bias_q.end()) {
+      add_init(name + "/quantized", onnx::TensorProto::INT32, t.shape(), b->second);
+      dequantize_init(name, name + "/quantized", q_->bias_params.at(name),
+                      onnx::TensorProto::INT32);
+      return true;
+    }
+    (void)s;
+    return false;
+  }
+
+  // Whether layer `name`'s output is followed by QuantizeLinear/DequantizeLinear: the quantized
+  // outputs and the layers that pass their input's parameters through.
+  bool activation_quantized(const std::string& name) const {
+    return q_ != nullptr && q_->options.scheme == quant::Scheme::Int8Static &&
+           quant_output(*q_, m_, name);
+  }
+
+  // value (float) -> QuantizeLinear -> DequantizeLinear with the parameters of `name`'s output;
+  // returns the dequantized tensor the next node reads.
+  std::string quantize_dequantize(const std::string& name, const std::string& value) {
+    const quant::QParams& p = q_->output_params(name);
+    const std::string base = name == "input" ? std::string("input") : name;
+    add_init(base + "/scale", onnx::TensorProto::FLOAT, {}, std::vector<float>{p.scale.at(0)});
+    add_init(base + "/zero_point", onnx::TensorProto::INT8, {},
+             std::vector<std::int8_t>{static_cast<std::int8_t>(p.zero_point.at(0))});
+    node("QuantizeLinear", base + "/quantize", {value, base + "/scale", base + "/zero_point"},
+         {base + "/q"});
+    node("DequantizeLinear", base + "/dequantize",
+         {base + "/q", base + "/scale", base + "/zero_point"}, {base + "/dq"});
+    return base + "/dq";
   }
 
   static void tensor_type(onnx::ValueInfoProto& vi, int elem, const Shape& sample) {
@@ -174,6 +262,18 @@ class Writer {
     for (std::size_t i = 0; i < m_.layers.size(); ++i) {
       const ir::Layer& l = m_.layers[i];
       if (l.name == "logits") continue;  // already the first graph output
+      if (q_ != nullptr && q_->options.scheme == quant::Scheme::Int8Static) {
+        // Only the quantized outputs are exposed, each through a DequantizeLinear of its own: a
+        // graph output read by the next node too would stop ONNX Runtime from fusing that node
+        // into its integer kernel, and the capture would measure another computation.
+        if (!activation_quantized(l.name)) continue;
+        node("DequantizeLinear", l.name + "/expose",
+             {l.name + "/q", l.name + "/scale", l.name + "/zero_point"}, {l.name});
+        auto* o = g_.add_output();
+        o->set_name(l.name);
+        tensor_type(*o, onnx::TensorProto::FLOAT, shapes[i]);
+        continue;
+      }
       const Value& v = values_.at(l.name);
       auto* o = g_.add_output();
       o->set_name(v.name);
@@ -202,6 +302,8 @@ class Writer {
     out->set_name("logits");
     tensor_type(*out, onnx::TensorProto::FLOAT, {m_.num_classes});
     values_["input"] = {"input", false};
+    if (activation_quantized("input"))
+      values_["input"] = {quantize_dequantize("input", "input"), false};
   }
 
   onnx::NodeProto& node(const std::string& op, const std::string& name,
@@ -281,45 +383,48 @@ class Writer {
     for (std::size_t k = 0; k < ins.size(); ++k)
       x.push_back(input_for(ins[k], l.name, recurrent, k));
     const std::string& n = l.name;
+    // A quantized output: the node writes "<layer>/f", QuantizeLinear and DequantizeLinear follow.
+    const bool qdq = activation_quantized(n);
+    const std::string o = qdq ? n + "/f" : n;
     bool out_time_major = false;
     switch (l.op) {
       case ir::Op::Conv2d: {
         std::vector<std::string> in = {x[0], n + ".weight"};
         if (l.bias) in.push_back(n + ".bias");
-        window(node("Conv", n, in, {n}), l);
+        window(node("Conv", n, in, {o}), l);
         break;
       }
       case ir::Op::Dense: {
         std::vector<std::string> in = {x[0], n + ".weight"};
         if (l.bias) in.push_back(n + ".bias");
-        attr(node("Gemm", n, in, {n}), "transB", std::int64_t{1});
+        attr(node("Gemm", n, in, {o}), "transB", std::int64_t{1});
         break;
       }
       case ir::Op::ReLU:
-        node("Relu", n, x, {n});
+        node("Relu", n, x, {o});
         break;
       case ir::Op::Tanh:
-        node("Tanh", n, x, {n});
+        node("Tanh", n, x, {o});
         break;
       case ir::Op::Sigmoid:
-        node("Sigmoid", n, x, {n});
+        node("Sigmoid", n, x, {o});
         break;
       case ir::Op::MaxPool2d:
-        window(node("MaxPool", n, x, {n}), l);
+        window(node("MaxPool", n, x, {o}), l);
         break;
       case ir::Op::AvgPool2d: {
-        onnx::NodeProto& p = node("AveragePool", n, x, {n});
+        onnx::NodeProto& p = node("AveragePool", n, x, {o});
         window(p, l);
         attr(p, "count_include_pad", std::int64_t{0});
         break;
       }
       case ir::Op::GlobalAvgPool:
-        node("GlobalAveragePool", n, x, {n});
+        node("GlobalAveragePool", n, x, {o});
         break;
       case ir::Op::BatchNorm2d: {
         onnx::NodeProto& b =
             node("BatchNormalization", n,
-                 {x[0], n + ".weight", n + ".bias", n + ".running_mean", n + ".running_var"}, {n});
+                 {x[0], n + ".weight", n + ".bias", n + ".running_mean", n + ".running_var"}, {o});
         attr(b, "epsilon", l.eps);
         attr(b, "momentum", 1.0f - l.momentum);
         char buf[32];
@@ -328,20 +433,20 @@ class Writer {
         break;
       }
       case ir::Op::Add:
-        node("Add", n, x, {n});
+        node("Add", n, x, {o});
         break;
       case ir::Op::Flatten:
-        attr(node("Flatten", n, x, {n}), "axis", std::int64_t{1});
+        attr(node("Flatten", n, x, {o}), "axis", std::int64_t{1});
         break;
       case ir::Op::Softmax:
-        attr(node("Softmax", n, x, {n}), "axis", std::int64_t{-1});
+        attr(node("Softmax", n, x, {o}), "axis", std::int64_t{-1});
         break;
       case ir::Op::Embedding:
-        attr(node("Gather", n, {n + ".weight", x[0]}, {n}), "axis", std::int64_t{0});
+        attr(node("Gather", n, {n + ".weight", x[0]}, {o}), "axis", std::int64_t{0});
         break;
       case ir::Op::ImageToSequence: {
         const std::string t = transpose(n + "/transpose", x[0], {2, 0, 1, 3});
-        node("Reshape", n, {t, constant(n + "/shape", {0, 0, -1})}, {n});
+        node("Reshape", n, {t, constant(n + "/shape", {0, 0, -1})}, {o});
         out_time_major = true;
         break;
       }
@@ -352,11 +457,11 @@ class Writer {
                                   {x[0], n + ".W", n + ".R", n + ".B"}, {"", yh});
         attr(r, "hidden_size", l.out);
         if (l.op == ir::Op::GRU) attr(r, "linear_before_reset", std::int64_t{1});
-        node("Squeeze", n + "/squeeze", {yh, constant(n + "/axes", {0})}, {n});
+        node("Squeeze", n + "/squeeze", {yh, constant(n + "/axes", {0})}, {o});
         break;
       }
     }
-    values_[n] = {n, out_time_major};
+    values_[n] = {qdq ? quantize_dequantize(n, o) : n, out_time_major};
   }
 };
 

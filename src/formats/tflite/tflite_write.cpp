@@ -8,9 +8,11 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "crossdl/quant.h"
 #include "crossdl/tflite_io.h"
 #include "tflite_subset_generated.h"
 
@@ -161,6 +163,26 @@ class Builder {
                  fb::TensorType type = fb::TensorType_FLOAT32) {
     return add_tensor(name, std::move(shape), type, empty_buffer());
   }
+  // An int8 activation with crossdl's per-tensor parameters.
+  int activation_q(const std::string& name, std::vector<int> shape, const quant::QParams& p) {
+    const int t = add_tensor(name, std::move(shape), fb::TensorType_INT8, empty_buffer());
+    tensors_[static_cast<std::size_t>(t)].q = &p;
+    return t;
+  }
+  // A constant with quantization parameters (int8 weights per axis, int32 biases).
+  template <class V>
+  int constant_q(const std::string& name, std::vector<int> shape, fb::TensorType type,
+                 const std::vector<V>& v, const quant::QParams& p) {
+    const int t =
+        add_tensor(name, std::move(shape), type, data_buffer(v.data(), v.size() * sizeof(V)));
+    tensors_[static_cast<std::size_t>(t)].q = &p;
+    return t;
+  }
+  int constant_f16(const std::string& name, std::vector<int> shape,
+                   const std::vector<std::uint16_t>& v) {
+    return add_tensor(name, std::move(shape), fb::TensorType_FLOAT16,
+                      data_buffer(v.data(), v.size() * sizeof(std::uint16_t)));
+  }
   int constant_f32(const std::string& name, std::vector<int> shape, const std::vector<float>& v) {
     return add_tensor(name, std::move(shape), fb::TensorType_FLOAT32,
                       data_buffer(v.data(), v.size() * sizeof(float)));
@@ -185,9 +207,16 @@ class Builder {
   std::vector<std::uint8_t> finish(const std::string& name, const std::vector<int>& inputs,
                                    const std::vector<int>& outputs) {
     std::vector<flatbuffers::Offset<fb::Tensor>> tensors;
-    for (const auto& t : tensors_)
+    for (const auto& t : tensors_) {
+      flatbuffers::Offset<fb::QuantizationParameters> q = 0;
+      if (t.q != nullptr) {
+        std::vector<std::int64_t> zp(t.q->zero_point.begin(), t.q->zero_point.end());
+        q = fb::CreateQuantizationParameters(b_, 0, 0, b_.CreateVector(t.q->scale),
+                                             b_.CreateVector(zp), t.q->axis < 0 ? 0 : t.q->axis);
+      }
       tensors.push_back(fb::CreateTensor(b_, b_.CreateVector(t.shape), t.type, t.buffer,
-                                         b_.CreateString(t.name)));
+                                         b_.CreateString(t.name), q));
+    }
     auto graph =
         fb::CreateSubGraph(b_, b_.CreateVector(tensors), b_.CreateVector(inputs),
                            b_.CreateVector(outputs), b_.CreateVector(ops_), b_.CreateString(name));
@@ -207,6 +236,7 @@ class Builder {
     std::vector<int> shape;
     fb::TensorType type;
     std::uint32_t buffer;
+    const quant::QParams* q = nullptr;
   };
   std::uint32_t empty_buffer() {
     // Buffer 0 is the format's shared empty buffer; every activation gets its own empty one as
@@ -224,7 +254,7 @@ class Builder {
   }
   int add_tensor(const std::string& name, std::vector<int> shape, fb::TensorType type,
                  std::uint32_t buffer) {
-    tensors_.push_back({name, std::move(shape), type, buffer});
+    tensors_.push_back({name, std::move(shape), type, buffer, nullptr});
     return static_cast<int>(tensors_.size() - 1);
   }
 
@@ -237,16 +267,35 @@ class Builder {
 };
 
 // Conv OIHW -> OHWI.
-std::vector<float> ohwi(const Tensor& w) {
+// Conv OIHW -> OHWI, for float values or crossdl's int8 ones (same shape as w).
+template <class V>
+std::vector<V> ohwi_of(const Tensor& w, std::span<const V> src) {
   const std::int64_t o = w.dim(0), i = w.dim(1), kh = w.dim(2), kw = w.dim(3);
-  const auto src = w.values<float>();
-  std::vector<float> out(src.size());
+  std::vector<V> out(src.size());
   for (std::int64_t a = 0; a < o; ++a)
     for (std::int64_t b = 0; b < i; ++b)
       for (std::int64_t y = 0; y < kh; ++y)
         for (std::int64_t x = 0; x < kw; ++x)
           out[((a * kh + y) * kw + x) * i + b] = src[((a * i + b) * kh + y) * kw + x];
   return out;
+}
+std::vector<float> ohwi(const Tensor& w) {
+  return ohwi_of<float>(w, w.values<float>());
+}
+
+// A dense layer's [out, C*H*W] columns in the IR's CHW order, reordered to the HWC order in
+// which the file's Flatten (a RESHAPE of NHWC) lists the features.
+template <class V>
+std::vector<V> columns_hwc(std::span<const V> src, std::int64_t out, std::int64_t c, std::int64_t h,
+                           std::int64_t w) {
+  const std::int64_t cols = c * h * w;
+  std::vector<V> dst(src.size());
+  for (std::int64_t o = 0; o < out; ++o)
+    for (std::int64_t k = 0; k < c; ++k)
+      for (std::int64_t y = 0; y < h; ++y)
+        for (std::int64_t z = 0; z < w; ++z)
+          dst[o * cols + (y * w + z) * c + k] = src[o * cols + (k * h + y) * w + z];
+  return dst;
 }
 
 std::vector<float> values_of(const Tensor& t) {
@@ -458,13 +507,39 @@ Tensor tflite_output_to_ir(const TfliteOutputLayout& o, const float* values, std
   return out;
 }
 
+Capability tflite_supports_precision(const std::string& runtime, const quant::QuantOptions& q) {
+  switch (q.scheme) {
+    case quant::Scheme::Int8Static:
+    case quant::Scheme::FP16:
+      return Capability::yes();
+    case quant::Scheme::BF16:
+      return Capability::no(runtime + ": TFLite has no bfloat16 tensors");
+    case quant::Scheme::Int8Dynamic:
+      return Capability::no(runtime +
+                            ": crossdl does not write TFLite's dynamic-range form yet (int8 "
+                            "weights with float activations)");
+    case quant::Scheme::W8:
+    case quant::Scheme::W16:
+      return Capability::no(runtime + ": affine uint8/uint16 weight-only storage is TF.js' format");
+  }
+  return Capability::no(runtime + ": unknown scheme");
+}
+
 TfliteFile tflite_write(const std::string& path, const ir::Model& m, const WeightSet& w,
                         const TfliteWriteOptions& opt) {
   std::map<std::string, Form> forms;
   if (Capability c = forms_of(m, forms); !c.ok) throw InputError(c.why);
   w.check_against(m);
   const Shapes shapes(m);
-  const bool fuse = !opt.layer_outputs;
+  const quant::QuantModel* q = opt.quant;
+  const bool int8 = q != nullptr && q->options.scheme == quant::Scheme::Int8Static;
+  const bool half = q != nullptr && q->options.scheme == quant::Scheme::FP16;
+  if (q != nullptr && !int8 && !half)
+    throw InputError("tflite_write: crossdl writes int8-static and fp16 TFLite files, not " +
+                     std::string(quant::scheme_name(q->options.scheme)));
+  // int8 follows the quantized model's fusion (its ReLUs have no quantized output of their own),
+  // whether or not layer outputs are exposed.
+  const bool fuse = !opt.layer_outputs || int8;
   const std::size_t n = m.layers.size();
 
   std::map<std::string, int> readers;
@@ -484,31 +559,60 @@ TfliteFile tflite_write(const std::string& path, const ir::Model& m, const Weigh
   std::map<std::string, int> tensor_of;  // IR output -> tensor index
   bool folded_bn = false, bn_muladd = false, fused_relu = false, explicit_pad = false,
        permuted = false, sequence_note = false, unrolled = false;
+  auto& fbb = b.fbb();
   const Form& in_form = forms.at("input");
   const int input =
       b.activation("input", file_shape(in_form, m.input_shape),
                    m.input_dtype == DType::I64 ? fb::TensorType_INT64 : fb::TensorType_FLOAT32);
   tensor_of["input"] = input;
+  if (int8) {
+    // Float in, float out: QUANTIZE after the input, DEQUANTIZE before each graph output.
+    const int qin =
+        b.activation_q("input/int8", file_shape(in_form, m.input_shape), q->output_params("input"));
+    b.op(fb::BuiltinOperator_QUANTIZE, {input}, {qin});
+    tensor_of["input"] = qin;
+  }
 
   auto out_tensor = [&](const std::string& layer) {
-    const int t = b.activation(layer, file_shape(forms.at(layer), shapes.of.at(layer)));
+    const std::vector<int> shape = file_shape(forms.at(layer), shapes.of.at(layer));
+    const int t = int8 ? b.activation_q(layer + "/int8", shape, q->output_params(layer))
+                       : b.activation(layer, shape);
     tensor_of[layer] = t;
     file.tensor_layer[t] = layer;
     return t;
   };
   // The activation to fuse after layer i (advancing i past a fused ReLU).
   auto fused_activation = [&](std::size_t& i) {
-    if (fuse && next_is(i, ir::Op::ReLU)) {
+    const bool fused =
+        int8 ? q->find(m.layers[i].name) != nullptr && q->find(m.layers[i].name)->fused_relu
+             : fuse && next_is(i, ir::Op::ReLU);
+    if (fused) {
       ++i;
       fused_relu = true;
       return fb::ActivationFunctionType_RELU;
     }
     return fb::ActivationFunctionType_NONE;
   };
-  auto& fbb = b.fbb();
+  // A float weight: as is, or (fp16) stored in half precision with the DEQUANTIZE that gives
+  // the float tensor once, before the first inference.
+  auto weight_f32 = [&](const std::string& name, std::vector<int> shape,
+                        const std::vector<float>& v) {
+    if (!half) return b.constant_f32(name, std::move(shape), v);
+    std::vector<std::uint16_t> bits;
+    bits.reserve(v.size());
+    for (float x : v) bits.push_back(quant::fp16_bits(x));
+    const int h = b.constant_f16(name + "/fp16", shape, bits);
+    const int f = b.activation(name, std::move(shape));
+    b.op(fb::BuiltinOperator_DEQUANTIZE, {h}, {f});
+    return f;
+  };
 
   for (std::size_t i = 0; i < n; ++i) {
     const ir::Layer& l = m.layers[i];
+    if (int8 && (l.op == ir::Op::Tanh || l.op == ir::Op::Sigmoid || l.op == ir::Op::Softmax ||
+                 l.op == ir::Op::Embedding || l.op == ir::Op::LSTM || l.op == ir::Op::GRU ||
+                 l.op == ir::Op::ImageToSequence || l.op == ir::Op::BatchNorm2d))
+      throw InputError(where(l) + ": crossdl's int8 TFLite writer covers the image ops only");
     const int x = tensor_of.at(ins[i].at(0));
     const Shape& in_shape = shapes.of.at(ins[i].at(0));
     switch (l.op) {
@@ -544,20 +648,31 @@ TfliteFile tflite_write(const std::string& path, const ir::Model& m, const Weigh
             const int ph = static_cast<int>(l.pad[0]), pw = static_cast<int>(l.pad[1]);
             const int pads =
                 b.constant_i32(l.name + "/paddings", {4, 2}, {0, 0, ph, ph, pw, pw, 0, 0});
-            src = b.activation(l.name + "/padded", {1, static_cast<int>(in_shape[1]) + 2 * ph,
-                                                    static_cast<int>(in_shape[2]) + 2 * pw,
-                                                    static_cast<int>(in_shape[0])});
+            const std::vector<int> pshape = {1, static_cast<int>(in_shape[1]) + 2 * ph,
+                                             static_cast<int>(in_shape[2]) + 2 * pw,
+                                             static_cast<int>(in_shape[0])};
+            // int8: PAD fills with the tensor's zero point, the quantized 0.0.
+            src = int8 ? b.activation_q(l.name + "/padded", pshape, q->output_params(ins[i].at(0)))
+                       : b.activation(l.name + "/padded", pshape);
             b.op(fb::BuiltinOperator_PAD, {x, pads}, {src}, fb::BuiltinOptions_PadOptions,
                  fb::CreatePadOptions(fbb).Union());
             explicit_pad = true;
             break;
           }
         }
-        const int kt = b.constant_f32(l.name + ".weight",
-                                      {static_cast<int>(wt.dim(0)), static_cast<int>(wt.dim(2)),
-                                       static_cast<int>(wt.dim(3)), static_cast<int>(wt.dim(1))},
-                                      kernel);
-        const int bt = b.constant_f32(l.name + ".bias", {static_cast<int>(l.out)}, bias);
+        const std::vector<int> kshape = {static_cast<int>(wt.dim(0)), static_cast<int>(wt.dim(2)),
+                                         static_cast<int>(wt.dim(3)), static_cast<int>(wt.dim(1))};
+        int kt = 0, bt = 0;
+        if (int8) {
+          const std::string wn = l.name + ".weight", bn = l.name + ".bias";
+          kt = b.constant_q(wn, kshape, fb::TensorType_INT8,
+                            ohwi_of<std::int8_t>(wt, q->weight_q.at(wn)), q->weight_params.at(wn));
+          bt = b.constant_q(bn, {static_cast<int>(l.out)}, fb::TensorType_INT32, q->bias_q.at(bn),
+                            q->bias_params.at(bn));
+        } else {
+          kt = weight_f32(l.name + ".weight", kshape, kernel);
+          bt = weight_f32(l.name + ".bias", {static_cast<int>(l.out)}, bias);
+        }
         const auto act = fused_activation(i);
         const int y = out_tensor(m.layers[i].name);
         b.op(fb::BuiltinOperator_CONV_2D, {src, kt, bt}, {y}, fb::BuiltinOptions_Conv2DOptions,
@@ -642,24 +757,25 @@ TfliteFile tflite_write(const std::string& path, const ir::Model& m, const Weigh
         std::vector<float> weights = values_of(wt);
         const Form& in = forms.at(ins[i].at(0));
         if (in.kind != Form::Plain && in.h * in.w > 1) {
-          // Column c*H*W + y*W + x of the IR's weight reads the feature the file lists at
-          // (y*W + x)*C + c.
-          const std::int64_t out = wt.dim(0), cols = wt.dim(1);
-          const auto src = wt.values<float>();
-          for (std::int64_t o = 0; o < out; ++o)
-            for (std::int64_t c = 0; c < in.c; ++c)
-              for (std::int64_t y = 0; y < in.h; ++y)
-                for (std::int64_t z = 0; z < in.w; ++z)
-                  weights[o * cols + (y * in.w + z) * in.c + c] =
-                      src[o * cols + (c * in.h + y) * in.w + z];
+          weights = columns_hwc<float>(wt.values<float>(), wt.dim(0), in.c, in.h, in.w);
           permuted = true;
         }
         std::vector<float> bias(static_cast<std::size_t>(l.out), 0.0f);
         if (l.bias) bias = values_of(w.at(l.name + ".bias"));
-        const int wtn =
-            b.constant_f32(l.name + ".weight",
-                           {static_cast<int>(wt.dim(0)), static_cast<int>(wt.dim(1))}, weights);
-        const int bt = b.constant_f32(l.name + ".bias", {static_cast<int>(l.out)}, bias);
+        const std::vector<int> wshape = {static_cast<int>(wt.dim(0)), static_cast<int>(wt.dim(1))};
+        int wtn = 0, bt = 0;
+        if (int8) {
+          const std::string wn = l.name + ".weight", bn = l.name + ".bias";
+          std::vector<std::int8_t> wq = q->weight_q.at(wn);
+          if (in.kind != Form::Plain && in.h * in.w > 1)
+            wq = columns_hwc<std::int8_t>(wq, wt.dim(0), in.c, in.h, in.w);
+          wtn = b.constant_q(wn, wshape, fb::TensorType_INT8, wq, q->weight_params.at(wn));
+          bt = b.constant_q(bn, {static_cast<int>(l.out)}, fb::TensorType_INT32, q->bias_q.at(bn),
+                            q->bias_params.at(bn));
+        } else {
+          wtn = weight_f32(l.name + ".weight", wshape, weights);
+          bt = weight_f32(l.name + ".bias", {static_cast<int>(l.out)}, bias);
+        }
         const auto act = fused_activation(i);
         const int y = out_tensor(m.layers[i].name);
         b.op(fb::BuiltinOperator_FULLY_CONNECTED, {x, wtn, bt}, {y},
@@ -670,8 +786,8 @@ TfliteFile tflite_write(const std::string& path, const ir::Model& m, const Weigh
       case ir::Op::Embedding: {
         const Tensor& e = w.at(l.name + ".weight");
         const int et =
-            b.constant_f32(l.name + ".weight",
-                           {static_cast<int>(e.dim(0)), static_cast<int>(e.dim(1))}, values_of(e));
+            weight_f32(l.name + ".weight", {static_cast<int>(e.dim(0)), static_cast<int>(e.dim(1))},
+                       values_of(e));
         const int y = out_tensor(l.name);
         b.op(fb::BuiltinOperator_GATHER, {et, x}, {y}, fb::BuiltinOptions_GatherOptions,
              fb::CreateGatherOptions(fbb, 0).Union());
@@ -715,7 +831,24 @@ TfliteFile tflite_write(const std::string& path, const ir::Model& m, const Weigh
   }
 
   std::vector<int> outputs;
-  if (opt.layer_outputs) {
+  if (int8) {
+    // Each graph output is the DEQUANTIZE of a quantized output, named after its layer; extra
+    // DEQUANTIZE ops change nothing in the integer graph they read.
+    std::vector<std::string> exposed;
+    if (opt.layer_outputs)
+      for (const auto& l : m.layers)
+        if (quant::quant_output(*q, m, l.name)) exposed.push_back(l.name);
+    const std::string last = m.layers.back().name;
+    if (std::find(exposed.begin(), exposed.end(), last) == exposed.end()) exposed.push_back(last);
+    file.tensor_layer.clear();
+    for (const auto& name : exposed) {
+      const int f = b.activation(name, file_shape(forms.at(name), shapes.of.at(name)));
+      b.op(fb::BuiltinOperator_DEQUANTIZE, {tensor_of.at(name)}, {f});
+      file.tensor_layer[f] = name;
+      outputs.push_back(f);
+      file.outputs.push_back(name);
+    }
+  } else if (opt.layer_outputs) {
     for (const auto& l : m.layers) {
       const int t = tensor_of.at(l.name);
       if (std::find(outputs.begin(), outputs.end(), t) == outputs.end()) {
@@ -765,7 +898,14 @@ TfliteFile tflite_write(const std::string& path, const ir::Model& m, const Weigh
         "; LSTM/GRU unrolled over time into FULLY_CONNECTED/ADD/MUL/LOGISTIC/TANH per step and "
         "gate (PyTorch gate order kept; b_ih+b_hh summed into the input projection, GRU's b_hn "
         "kept inside r*(W_hn h + b_hn)); only the last hidden state is computed";
-  if (opt.layer_outputs) conv += "; every layer output a graph output";
+  if (opt.layer_outputs)
+    conv += int8 ? "; every quantized output a graph output (DEQUANTIZE)"
+                 : "; every layer output a graph output";
+  if (int8)
+    conv +=
+        "; full-integer int8 (per-axis int8 weights, int32 biases, QUANTIZE at the float "
+        "input, DEQUANTIZE at each float output)";
+  if (half) conv += "; fp16 weights with DEQUANTIZE to float (computed in fp32)";
   file.conversions = conv;
   return file;
 }

@@ -1,0 +1,143 @@
+// crossdl's references for a reduced precision, and how a runtime's outputs relate to them: shared
+// by `crossdl compare --precision` and the study's quantize stage.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <map>
+
+#include "crossdl/compare.h"
+#include "crossdl/quantize.h"
+#include "crossdl/status.h"
+
+using nlohmann::json;
+
+namespace crossdl {
+
+PrecisionReference precision_reference(const OnnxModel& om, const std::string& precision,
+                                       const json& quant_options, const std::string& dataset,
+                                       const DataOptions& data, const EvalInputs& in, bool layers) {
+  const auto t0 = std::chrono::steady_clock::now();
+  PrecisionReference pr;
+  pr.precision = precision;
+  json qo = quant_options.is_object() ? quant_options : json::object();
+  qo["scheme"] = precision;
+  const quant::QuantOptions opts = quant_options_from_json(qo);  // bad options: InputError
+  std::vector<std::int64_t> all(static_cast<std::size_t>(in.n));
+  for (std::size_t i = 0; i < all.size(); ++i) all[i] = static_cast<std::int64_t>(i);
+  const Tensor x = in.batch(all);
+  const std::vector<std::int64_t> first(
+      all.begin(), all.begin() + std::min<std::int64_t>(in.n, RuntimeJob{}.layer_examples));
+  try {
+    pr.q = quantize_trained(om, dataset, data, opts);
+  } catch (const InputError& e) {
+    // The scheme cannot express this model: every runtime's row says so.
+    pr.summary = {{"message", e.what()}};
+    return pr;
+  }
+  if (pr.q.options.scheme == quant::Scheme::Int8Static) {
+    pr.onnx_logits = quant::integer_forward(pr.q, x, quant::Arithmetic::Onnx);
+    pr.tflite_logits = quant::integer_forward(pr.q, x, quant::Arithmetic::Tflite);
+    if (layers) {
+      const Tensor xl = in.batch(first);
+      quant::integer_forward(pr.q, xl, quant::Arithmetic::Onnx, &pr.onnx_layers);
+      quant::integer_forward(pr.q, xl, quant::Arithmetic::Tflite, &pr.tflite_layers);
+      quant::reference_forward(om.model, om.weights, xl, &pr.float_layers);
+    }
+  } else {
+    pr.float_logits = quant::reference_forward(pr.q.model, quant::dequantized_weights(pr.q), x);
+  }
+  pr.summary = {
+      {"quant_params_sha256", sha256_hex(std::string_view(pr.q.to_json().dump()))},
+      {"calibration", pr.q.calibration},
+      {"folded", pr.q.folded},
+      {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
+  return pr;
+}
+
+namespace {
+
+bool tflite_format(const json& row) {
+  return row.contains("artefact") && row["artefact"].value("format", "") == "tflite";
+}
+
+// How a quantized runtime's outputs relate to fp32 and to crossdl's reference; sets the row's
+// figures. `layers` are the runtime's captured layer outputs (may be empty).
+}  // namespace
+
+void compare_precision(json& row, const Tensor& logits, const Tensor& fp32_logits,
+                       double fp32_accuracy, const PrecisionReference& ref,
+                       const std::vector<std::pair<std::string, Tensor>>& layers,
+                       const Tolerance& tol) {
+  const std::int64_t n = logits.dim(0);
+  const double nd = static_cast<double>(std::max<std::int64_t>(1, n));
+  row["accuracy_delta"] = row.value("accuracy", 0.0) - fp32_accuracy;
+  if (ref.q.model.layers.empty()) {
+    row["reference_message"] = ref.summary.value("message", "no crossdl reference");
+    return;
+  }
+  row["fp32_diff"] = diff_outputs(fp32_logits, logits, tol).to_json();
+  row["disagreement"] = top1_disagreements(fp32_logits, logits);
+  row["disagreement_rate"] = row["disagreement"].get<double>() / nd;
+  if (ref.q.options.scheme == quant::Scheme::Int8Static) {
+    const bool tfl = tflite_format(row);
+    const Tensor& rl = tfl ? ref.tflite_logits : ref.onnx_logits;
+    row["reference"] = std::string("crossdl integer reference (") +
+                       std::string(quant::arithmetic_name(tfl ? quant::Arithmetic::Tflite
+                                                              : quant::Arithmetic::Onnx)) +
+                       " arithmetic)";
+    row["reference_disagreement"] = top1_disagreements(rl, logits);
+    row["reference_diff"] = diff_outputs(rl, logits, tol).to_json();
+    // The logits are a quantized output too: count them in steps.
+    const std::string last = ref.q.model.layers.back().name;
+    quant::IntLayer lq;
+    lq.layer = last;
+    lq.shape = rl.shape();
+    lq.params = &ref.q.output_params(last);
+    const float s = lq.params->scale.at(0);
+    const std::int32_t zp = lq.params->zero_point.at(0);
+    for (float v : rl.values<float>())
+      lq.q.push_back(static_cast<std::int8_t>(std::lrint(v / s) + zp));
+    const quant::StepAgreement sa = quant::step_agreement(lq, logits);
+    row["logits_steps"] = sa.to_json();
+    bool within = sa.off_by_more == 0;
+    // Layer by layer, in steps of each layer's output scale, and SQNR against fp32.
+    const auto& il = tfl ? ref.tflite_layers : ref.onnx_layers;
+    if (!layers.empty() && !il.empty()) {
+      std::map<std::string, const Tensor*> got;
+      for (const auto& [name, t] : layers) got[name] = &t;
+      std::map<std::string, const Tensor*> fp32;
+      for (const auto& l : ref.float_layers) fp32[l.layer] = &l.value;
+      // The original model's layer whose output a folded layer now gives.
+      std::map<std::string, std::string> original;
+      for (const auto& [bn, conv] : ref.q.folded) original[conv] = bn;
+      json lj = json::array();
+      json first = nullptr;
+      for (const auto& l : il) {
+        auto it = got.find(l.layer);
+        if (it == got.end() || it->second->numel() != static_cast<std::int64_t>(l.q.size()))
+          continue;
+        const quant::StepAgreement a = quant::step_agreement(l, *it->second);
+        json e = a.to_json();
+        e["layer"] = l.layer;
+        std::string fname = original.count(l.layer) ? original[l.layer] : l.layer;
+        if (auto f = fp32.find(fname); f != fp32.end() && f->second->numel() == it->second->numel())
+          e["sqnr_db"] = quant::sqnr_db(*f->second, it->second->reshaped(f->second->shape()));
+        lj.push_back(e);
+        if (a.off_by_more > 0 && first.is_null()) first = l.layer;
+      }
+      row["layer_steps"] = lj;
+      row["first_layer_off_by_more_than_one_step"] = first;
+      within = within && first.is_null();
+    }
+    row["within_one_step"] = within;
+  } else {
+    row["reference"] = "crossdl fp32 forward pass on the " +
+                       std::string(quant::scheme_name(ref.q.options.scheme)) + " weights";
+    row["reference_disagreement"] = top1_disagreements(ref.float_logits, logits);
+    const OutputDiff d = diff_outputs(ref.float_logits, logits, tol);
+    row["reference_diff"] = d.to_json();
+    row["within_tolerance"] = d.within();
+  }
+}
+
+}  // namespace crossdl
