@@ -121,6 +121,15 @@ struct QuantModel {
 // AvgPool2d, GlobalAvgPool, Flatten). The writers put the int8 tensors exactly there.
 bool quant_output(const QuantModel& q, const ir::Model& m, const std::string& name);
 
+// The quantized model cut after `layer` (a quant_output of q.model), whose output becomes the
+// model's logits through a Flatten that passes the layer's parameters on ("capture/flatten";
+// num_classes is the layer's element count), with the weights of the layers it keeps. A runtime
+// fuses such a prefix as it fuses the whole graph, so its output is the layer's output in the
+// runtime's real computation; exposing every layer as an extra output of one graph can change
+// what a runtime fuses (ONNX Runtime does). Throws InputError for a layer that is not a
+// quantized output.
+QuantModel quant_prefix(const QuantModel& q, const std::string& layer);
+
 // ---- the float reference ---------------------------------------------------------------------
 // What a layer produced on a batch: the IR layer name and its output in the IR's layout.
 struct NamedTensor {

@@ -30,6 +30,10 @@ class Status {
   bool is_ok() const { return code_ == Code::Ok; }
   Code code() const { return code_; }
   const std::string& message() const { return message_; }
+  // The same status with "what: " before its message (context for a caller's caller).
+  Status prefixed(const std::string& what) const {
+    return is_ok() ? *this : Status(code_, what + ": " + message_);
+  }
 
  private:
   Status(Code c, std::string m) : code_(c), message_(std::move(m)) {}

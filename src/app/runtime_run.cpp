@@ -129,6 +129,42 @@ std::vector<std::pair<std::string, Tensor>> read_layer_outputs(const std::string
   return out;
 }
 
+namespace {
+
+// Each quantized output of q, captured by running the graph cut after it (quant::quant_prefix).
+Status capture_prefixes(Runtime& rt, const quant::QuantModel& q, const ExportOptions& eo,
+                        const RunOptions& ro, const Tensor& x, const std::string& out_dir,
+                        std::vector<LayerOutput>& outs) {
+  const std::vector<Shape> shapes = ir::infer_shapes(q.model);
+  for (std::size_t i = 0; i < q.model.layers.size(); ++i) {
+    const ir::Layer& l = q.model.layers[i];
+    if (!quant::quant_output(q, q.model, l.name)) continue;
+    const quant::QuantModel p = quant::quant_prefix(q, l.name);
+    ExportOptions pe = eo;
+    pe.quant = &p;
+    pe.layer_outputs = false;
+    Artefact a;
+    const std::string dir =
+        (fs::path(out_dir) / "artefact-prefixes" / (std::to_string(i) + "_" + file_safe(l.name)))
+            .string();
+    if (Status s = rt.export_model(p.model, p.weights, dir, pe, a); !s.is_ok())
+      return s.prefixed("prefix " + l.name);
+    Status s;
+    std::unique_ptr<Runner> runner = rt.load(a, p.model, ro, s);
+    if (!s.is_ok() || !runner)
+      return s.is_ok() ? Status::failed("prefix " + l.name + ": no runner")
+                       : s.prefixed("prefix " + l.name);
+    Tensor flat;
+    if (Status si = runner->infer(x, flat); !si.is_ok()) return si.prefixed("prefix " + l.name);
+    Shape shape = shapes[i];
+    shape.insert(shape.begin(), x.dim(0));
+    outs.push_back({l.name, flat.reshaped(shape)});
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
 void job_inputs(const RuntimeJob& job, const Dataset& ds, JobInputs& in) {
   if (job.inputs_path.empty()) {
     in.eval = eval_inputs_of(ds, ds.test);
@@ -311,21 +347,28 @@ json runtime_run(const RuntimeJob& job) {
   runner.reset();
 
   if (job.layers) {
-    // A second artefact with every layer exposed: extra outputs can change what a runtime fuses,
-    // so the timed artefact above stays plain.
-    ExportOptions le = eo;
-    le.layer_outputs = true;
-    Artefact la;
-    json lj = json::object();
-    Status ls = rt->export_model(*model, *weights,
-                                 (fs::path(job.out_dir) / "artefact-layers").string(), le, la);
-    std::unique_ptr<Runner> lr;
-    if (ls.is_ok()) lr = rt->load(la, *model, ro, ls);
+    std::vector<std::int64_t> idx(static_cast<std::size_t>(std::min(job.layer_examples, n)));
+    std::iota(idx.begin(), idx.end(), 0);
     std::vector<LayerOutput> outs;
-    if (ls.is_ok() && lr) {
-      std::vector<std::int64_t> idx(static_cast<std::size_t>(std::min(job.layer_examples, n)));
-      std::iota(idx.begin(), idx.end(), 0);
-      ls = lr->layer_outputs(in.batch(idx), outs);
+    Status ls;
+    if (q && q->options.scheme == quant::Scheme::Int8Static) {
+      // int8: one artefact per quantized output, the graph cut after it, so that the runtime
+      // fuses each as it fuses the whole graph (extra outputs change ONNX Runtime's fusion).
+      ls = capture_prefixes(*rt, *q, eo, ro, in.batch(idx), job.out_dir, outs);
+      r["layers_method"] =
+          "one artefact per quantized output (the graph cut after it), run on the same inputs";
+    } else {
+      // A second artefact with every layer exposed: extra outputs can change what a runtime
+      // fuses, so the timed artefact above stays plain.
+      ExportOptions le = eo;
+      le.layer_outputs = true;
+      Artefact la;
+      ls = rt->export_model(*model, *weights, (fs::path(job.out_dir) / "artefact-layers").string(),
+                            le, la);
+      std::unique_ptr<Runner> lr;
+      if (ls.is_ok()) lr = rt->load(la, *model, ro, ls);
+      if (ls.is_ok() && lr) ls = lr->layer_outputs(in.batch(idx), outs);
+      r["layers_method"] = "one artefact with every layer output exposed";
     }
     if (!ls.is_ok()) {
       r["layers_status"] = status_name(ls);

@@ -323,6 +323,38 @@ bool quant_output(const QuantModel& q, const ir::Model& m, const std::string& na
   return l != nullptr && q.find(name) != nullptr && passes_through(l->op);
 }
 
+QuantModel quant_prefix(const QuantModel& q, const std::string& layer) {
+  if (!quant_output(q, q.model, layer) || layer == "input")
+    throw InputError("quant_prefix: '" + layer + "' is not a quantized output of " + q.model.name);
+  QuantModel p = q;
+  p.model.layers.clear();
+  p.layers.clear();
+  std::size_t k = 0;
+  while (q.model.layers[k].name != layer) ++k;
+  p.model.layers.assign(q.model.layers.begin(), q.model.layers.begin() + static_cast<long>(k) + 1);
+  for (const QuantLayer& ql : q.layers) {
+    if (p.model.find(ql.layer) == nullptr) continue;
+    QuantLayer kept = ql;
+    // A layer whose fused ReLU was cut off keeps its own output (it has no quantized output
+    // then; a quant_output layer never ends in such a layer).
+    if (!kept.output.empty() && p.model.find(kept.output) == nullptr) kept.output = kept.layer;
+    p.layers.push_back(kept);
+  }
+  ir::Layer flat;
+  flat.name = "capture/flatten";
+  flat.op = ir::Op::Flatten;
+  p.model.layers.push_back(flat);
+  p.layers.push_back({flat.name, flat.name, false});
+  const std::vector<Shape> shapes = ir::infer_shapes(p.model);
+  p.model.num_classes = shape_numel(shapes.back());
+  p.weights = WeightSet();
+  for (const auto& name : q.weights.names()) {
+    const std::string owner = name.substr(0, name.rfind('.'));
+    if (p.model.find(owner) != nullptr) p.weights.set(name, q.weights.at(name));
+  }
+  return p;
+}
+
 const QParams& QuantModel::output_params(const std::string& name) const {
   std::string at = name;
   auto f = folded.find(at);
