@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
@@ -66,6 +67,41 @@ std::vector<std::byte> gzip_bytes(const std::vector<std::byte>& raw) {
   if (rc != Z_STREAM_END) throw std::runtime_error("deflate failed");
   out.resize(zs.total_out);
   return out;
+}
+
+zoo::InputSpec image_spec(std::int64_t c, std::int64_t hw) {
+  zoo::InputSpec in;
+  in.sample_shape = {c, hw, hw};
+  in.num_classes = 10;
+  return in;
+}
+
+Tensor random_input(const ir::Model& m, std::int64_t n, std::uint64_t seed) {
+  Shape s = {n};
+  s.insert(s.end(), m.input_shape.begin(), m.input_shape.end());
+  Rng rng(seed);
+  if (m.input_dtype == DType::I64) {
+    Tensor t(DType::I64, s);
+    const std::int64_t vocab = m.layers.at(0).vocab;
+    for (std::int64_t& v : t.values<std::int64_t>())
+      v = static_cast<std::int64_t>(rng.below(static_cast<std::uint64_t>(vocab)));
+    return t;
+  }
+  Tensor t(DType::F32, s);
+  for (float& v : t.values<float>()) v = static_cast<float>(rng.normal());
+  return t;
+}
+
+bool python_torch_available(std::string& why) {
+  if (!std::filesystem::exists("/usr/bin/python3")) {
+    why = "no /usr/bin/python3 (apt-get install python3-torch)";
+    return false;
+  }
+  if (std::system("/usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1") != 0) {
+    why = "/usr/bin/python3 lacks torch (apt-get install python3-torch)";
+    return false;
+  }
+  return true;
 }
 
 }  // namespace crossdl::test

@@ -9,9 +9,20 @@
 
 #include <utility>
 
+#include "crossdl/ir.h"
 #include "crossdl/status.h"
+#include "crossdl/zoo.h"
 
 namespace crossdl::test {
+
+// A zoo input spec for images [c, hw, hw] with 10 classes.
+zoo::InputSpec image_spec(std::int64_t c, std::int64_t hw);
+// A batch of n inputs for m from seeded N(0,1) values (F32), or uniform token ids below the
+// embedding's vocabulary (I64).
+Tensor random_input(const ir::Model& m, std::int64_t n, std::uint64_t seed);
+// Whether Debian's /usr/bin/python3 has torch and numpy (the test oracles); *why says what is
+// missing.
+bool python_torch_available(std::string& why);
 
 // A fresh, empty folder under the build tree, unique to the calling test.
 std::string scratch_dir(const std::string& tag);

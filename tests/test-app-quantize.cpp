@@ -256,7 +256,9 @@ stages:
   EXPECT_EQ(s["by_status"].value("skipped", 0), 2);  // dlib: fp32 only
   const std::string md = read_text(dir + "/out/report.md");
   EXPECT_NE(md.find("## Quantization"), std::string::npos) << md;
-  EXPECT_NE(md.find("| lenet5 | torch | int8-static |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| lenet5 | torch | int8-static (per-tensor weights) |"), std::string::npos)
+      << md;
+  EXPECT_NE(md.find("| lenet5 | torch | fp16 |"), std::string::npos) << md;
   EXPECT_NE(md.find("dlib: computes in fp32 only"), std::string::npos) << md;
 }
 

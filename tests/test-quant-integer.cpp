@@ -23,22 +23,6 @@ using quant::Arithmetic;
 using quant::QParams;
 using quant::QuantModel;
 
-zoo::InputSpec image(std::int64_t c, std::int64_t hw) {
-  zoo::InputSpec in;
-  in.sample_shape = {c, hw, hw};
-  in.num_classes = 10;
-  return in;
-}
-
-Tensor normal_batch(const Shape& sample, std::int64_t n, std::uint64_t seed) {
-  Shape s = {n};
-  s.insert(s.end(), sample.begin(), sample.end());
-  Tensor t(DType::F32, s);
-  Rng rng(seed);
-  for (float& v : t.values<float>()) v = static_cast<float>(rng.normal());
-  return t;
-}
-
 QParams act(float scale, std::int32_t zp) {
   QParams p;
   p.dtype = "int8";
@@ -199,11 +183,11 @@ TEST(QuantInteger, AddMatchesTheRealSumAwayFromTies) {
 }
 
 TEST(QuantInteger, Lenet5CloseToFloat) {
-  const ir::Model m = zoo::build("lenet5", image(1, 28));
+  const ir::Model m = zoo::build("lenet5", test::image_spec(1, 28));
   const WeightSet w = init_weights(m, 21);
   const quant::QuantModel q =
-      quant::quantize(m, w, normal_batch(m.input_shape, 256, 22), quant::QuantOptions{});
-  const Tensor x = normal_batch(m.input_shape, 64, 23);
+      quant::quantize(m, w, test::random_input(m, 256, 22), quant::QuantOptions{});
+  const Tensor x = test::random_input(m, 64, 23);
   const Tensor ref = quant::reference_forward(m, w, x);
   for (Arithmetic a : {Arithmetic::Onnx, Arithmetic::Tflite}) {
     std::vector<quant::IntLayer> layers;
@@ -226,7 +210,7 @@ TEST(QuantInteger, Lenet5CloseToFloat) {
     for (const quant::IntLayer& l : layers) names.push_back(l.layer);
     EXPECT_EQ(names, (std::vector<std::string>{"relu1", "pool1", "relu2", "pool2", "flatten",
                                                "relu3", "relu4", "fc3"}));
-    EXPECT_EQ(layers[0].shape, (Shape{6, 28, 28}));
+    EXPECT_EQ(layers[0].shape, (Shape{64, 6, 28, 28}));
     EXPECT_EQ(layers[0].params, &q.activations.at("relu1"));
     // The dequantized logits are exactly step_agreement's reference.
     const quant::StepAgreement s = quant::step_agreement(layers.back(), got);
@@ -235,7 +219,7 @@ TEST(QuantInteger, Lenet5CloseToFloat) {
 }
 
 TEST(QuantInteger, Resnet20BothArithmetics) {
-  const ir::Model m = zoo::build("resnet20", image(3, 32));
+  const ir::Model m = zoo::build("resnet20", test::image_spec(3, 32));
   WeightSet w = init_weights(m, 31);
   Rng rng(32);
   for (const ir::Layer& l : m.layers)
@@ -246,8 +230,8 @@ TEST(QuantInteger, Resnet20BothArithmetics) {
         v = static_cast<float>(rng.uniform(0.5, 1.5));
     }
   const quant::QuantModel q =
-      quant::quantize(m, w, normal_batch(m.input_shape, 32, 33), quant::QuantOptions{});
-  const Tensor x = normal_batch(m.input_shape, 4, 34);
+      quant::quantize(m, w, test::random_input(m, 32, 33), quant::QuantOptions{});
+  const Tensor x = test::random_input(m, 4, 34);
   const Tensor ref = quant::reference_forward(m, w, x);
   std::vector<quant::IntLayer> lo, lt;
   const Tensor go = quant::integer_forward(q, x, Arithmetic::Onnx, &lo);
@@ -297,28 +281,16 @@ TEST(QuantInteger, StepAgreementAndSqnr) {
 }
 
 TEST(QuantInteger, RefusesOtherSchemes) {
-  const ir::Model m = zoo::build("lenet1", image(1, 28));
+  const ir::Model m = zoo::build("lenet1", test::image_spec(1, 28));
   quant::QuantOptions o;
   o.scheme = quant::Scheme::FP16;
   const quant::QuantModel q = quant::quantize(m, init_weights(m, 1), Tensor(), o);
   const std::string msg = test::error_of(
-      [&] { quant::integer_forward(q, normal_batch(m.input_shape, 1, 1), Arithmetic::Onnx); });
+      [&] { quant::integer_forward(q, test::random_input(m, 1, 1), Arithmetic::Onnx); });
   EXPECT_NE(msg.find("fp16"), std::string::npos) << msg;
 }
 
 // ---- PyTorch's quantized kernels -------------------------------------------------------------
-
-bool torch_available(std::string& why) {
-  if (!fs::exists("/usr/bin/python3")) {
-    why = "no /usr/bin/python3 (apt-get install python3-torch)";
-    return false;
-  }
-  if (std::system("/usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1") != 0) {
-    why = "/usr/bin/python3 lacks torch (apt-get install python3-torch)";
-    return false;
-  }
-  return true;
-}
 
 struct OracleCase {
   std::string name;
@@ -411,7 +383,7 @@ std::vector<std::int32_t> onednn_avx2_linear(const QuantModel& q, const Tensor& 
 
 TEST(QuantTorchOracle, SingleLayersBitExactAgainstPyTorchQuantizedKernels) {
   std::string why;
-  if (!torch_available(why)) GTEST_SKIP() << why;
+  if (!test::python_torch_available(why)) GTEST_SKIP() << why;
   const std::string dir = test::scratch_dir("qops");
   const std::vector<OracleCase> cases = {{"conv_pc", true, false, true, 1},
                                          {"conv_pt", true, false, false, 1},

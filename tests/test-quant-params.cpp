@@ -18,22 +18,6 @@ using quant::Calibration;
 using quant::QuantOptions;
 using quant::Scheme;
 
-zoo::InputSpec image(std::int64_t c, std::int64_t hw) {
-  zoo::InputSpec in;
-  in.sample_shape = {c, hw, hw};
-  in.num_classes = 10;
-  return in;
-}
-
-Tensor normal_batch(const ir::Model& m, std::int64_t n, std::uint64_t seed) {
-  Shape s = {n};
-  s.insert(s.end(), m.input_shape.begin(), m.input_shape.end());
-  Tensor t(DType::F32, s);
-  Rng rng(seed);
-  for (float& v : t.values<float>()) v = static_cast<float>(rng.normal());
-  return t;
-}
-
 QuantOptions with(Calibration c) {
   QuantOptions o;
   o.calibrate = c;
@@ -111,9 +95,9 @@ TEST(QuantParams, AffineInt8MakesZeroExact) {
 }
 
 TEST(QuantParams, StaticLenetPointsWeightsAndBias) {
-  const ir::Model m = zoo::build("lenet5", image(1, 28));
+  const ir::Model m = zoo::build("lenet5", test::image_spec(1, 28));
   const WeightSet w = init_weights(m, 4);
-  const Tensor cal = normal_batch(m, 100, 5);
+  const Tensor cal = test::random_input(m, 100, 5);
   const quant::QuantModel q = quant::quantize(m, w, cal, QuantOptions{});
 
   // Every conv/dense followed by its ReLU is fused; the logits are a point of their own.
@@ -186,9 +170,9 @@ TEST(QuantParams, StaticLenetPointsWeightsAndBias) {
 }
 
 TEST(QuantParams, PercentileAndEntropyNarrowTheRanges) {
-  const ir::Model m = zoo::build("lenet5", image(1, 28));
+  const ir::Model m = zoo::build("lenet5", test::image_spec(1, 28));
   const WeightSet w = init_weights(m, 4);
-  const Tensor cal = normal_batch(m, 64, 5);
+  const Tensor cal = test::random_input(m, 64, 5);
   const quant::QuantModel mm = quant::quantize(m, w, cal, with(Calibration::MinMax));
   for (Calibration c : {Calibration::Percentile, Calibration::Entropy}) {
     const quant::QuantModel q = quant::quantize(m, w, cal, with(c));
@@ -207,9 +191,9 @@ TEST(QuantParams, PercentileAndEntropyNarrowTheRanges) {
 }
 
 TEST(QuantParams, ResnetFusesAddAndFoldsBatchNorm) {
-  const ir::Model m = zoo::build("resnet20", image(3, 32));
+  const ir::Model m = zoo::build("resnet20", test::image_spec(3, 32));
   const WeightSet w = init_weights(m, 4);
-  const quant::QuantModel q = quant::quantize(m, w, normal_batch(m, 8, 5), QuantOptions{});
+  const quant::QuantModel q = quant::quantize(m, w, test::random_input(m, 8, 5), QuantOptions{});
   EXPECT_EQ(q.folded.size(), 21u);
   EXPECT_EQ(q.find("stage1.block0.add")->output, "stage1.block0.relu2");
   EXPECT_TRUE(q.find("stage1.block0.add")->fused_relu);
@@ -229,10 +213,10 @@ TEST(QuantParams, StaticRefusesRecurrentModels) {
   text.vocab_size = 30;
   text.num_classes = 2;
   for (const char* name : {"lstm", "gru"}) {
-    const ir::Model m = zoo::build(name, image(1, 28));
+    const ir::Model m = zoo::build(name, test::image_spec(1, 28));
     const WeightSet w = init_weights(m, 1);
     const std::string msg =
-        test::error_of([&] { quant::quantize(m, w, normal_batch(m, 4, 1), QuantOptions{}); });
+        test::error_of([&] { quant::quantize(m, w, test::random_input(m, 4, 1), QuantOptions{}); });
     EXPECT_NE(msg.find("to_seq (ImageToSequence)"), std::string::npos) << msg;
     EXPECT_NE(msg.find("int8-static covers the image ops"), std::string::npos) << msg;
     EXPECT_NE(msg.find("int8-dynamic"), std::string::npos) << msg;
@@ -246,7 +230,7 @@ TEST(QuantParams, StaticRefusesRecurrentModels) {
   // Int8Dynamic takes the recurrent weights.
   QuantOptions dyn;
   dyn.scheme = Scheme::Int8Dynamic;
-  const ir::Model m = zoo::build("gru", image(1, 28));
+  const ir::Model m = zoo::build("gru", test::image_spec(1, 28));
   const quant::QuantModel q = quant::quantize(m, init_weights(m, 1), Tensor(), dyn);
   EXPECT_EQ(q.weight_params.count("gru.weight_ih"), 1u);
   EXPECT_EQ(q.weight_params.count("gru.weight_hh"), 1u);
@@ -257,7 +241,7 @@ TEST(QuantParams, StaticRefusesRecurrentModels) {
 }
 
 TEST(QuantParams, WeightOnlyFollowsTheTfjsConverter) {
-  const ir::Model m = zoo::build("lenet1", image(1, 28));
+  const ir::Model m = zoo::build("lenet1", test::image_spec(1, 28));
   const WeightSet w = init_weights(m, 8);
   for (Scheme s : {Scheme::W8, Scheme::W16}) {
     QuantOptions o;
@@ -292,9 +276,9 @@ TEST(QuantParams, WeightOnlyFollowsTheTfjsConverter) {
 }
 
 TEST(QuantParams, Int8DequantizedWeights) {
-  const ir::Model m = zoo::build("lenet5", image(1, 28));
+  const ir::Model m = zoo::build("lenet5", test::image_spec(1, 28));
   const WeightSet w = init_weights(m, 4);
-  const quant::QuantModel q = quant::quantize(m, w, normal_batch(m, 16, 1), QuantOptions{});
+  const quant::QuantModel q = quant::quantize(m, w, test::random_input(m, 16, 1), QuantOptions{});
   const WeightSet d = quant::dequantized_weights(q);
   EXPECT_EQ(d.names(), q.weights.names());
   EXPECT_TRUE(d.at("fc1.bias").identical(q.weights.at("fc1.bias")));  // biases stay float

@@ -18,29 +18,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-zoo::InputSpec image(std::int64_t c, std::int64_t hw) {
-  zoo::InputSpec in;
-  in.sample_shape = {c, hw, hw};
-  in.num_classes = 10;
-  return in;
-}
-
-Tensor random_input(const ir::Model& m, std::int64_t n, std::uint64_t seed) {
-  Shape s = {n};
-  s.insert(s.end(), m.input_shape.begin(), m.input_shape.end());
-  Rng rng(seed);
-  if (m.input_dtype == DType::I64) {
-    Tensor t(DType::I64, s);
-    const std::int64_t vocab = m.layers[0].vocab;
-    for (std::int64_t& v : t.values<std::int64_t>())
-      v = static_cast<std::int64_t>(rng.below(static_cast<std::uint64_t>(vocab)));
-    return t;
-  }
-  Tensor t(DType::F32, s);
-  for (float& v : t.values<float>()) v = static_cast<float>(rng.normal());
-  return t;
-}
-
 // Running statistics and affine parameters far from the initial (0, 1, 1, 0), so that a wrong
 // formula or a swapped tensor shows.
 void perturb_batchnorm(const ir::Model& m, WeightSet& w, std::uint64_t seed) {
@@ -68,18 +45,6 @@ double max_rel_diff(const Tensor& a, const Tensor& b) {
     diff = std::max(diff, std::fabs(static_cast<double>(x[i]) - y[i]));
   }
   return diff / std::max(scale, 1e-30);
-}
-
-bool torch_available(std::string& why) {
-  if (!fs::exists("/usr/bin/python3")) {
-    why = "no /usr/bin/python3 (apt-get install python3-torch)";
-    return false;
-  }
-  if (std::system("/usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1") != 0) {
-    why = "/usr/bin/python3 lacks torch (apt-get install python3-torch)";
-    return false;
-  }
-  return true;
 }
 
 // The model as crossdl resolved it (every input named) and its weights as .npy, for the oracle.
@@ -119,22 +84,23 @@ struct OracleCase {
 
 TEST(QuantReference, MatchesPyTorchOnEveryZooFamily) {
   std::string why;
-  if (!torch_available(why)) GTEST_SKIP() << why;
+  if (!test::python_torch_available(why)) GTEST_SKIP() << why;
   zoo::InputSpec text;
   text.sample_shape = {12};
   text.dtype = DType::I64;
   text.vocab_size = 50;
   text.num_classes = 2;
-  const OracleCase cases[] = {{"lenet5", image(1, 28), 4},   {"lenet1", image(1, 28), 3},
-                              {"resnet20", image(3, 32), 2}, {"lstm", image(1, 28), 3},
-                              {"gru", image(1, 28), 3},      {"lstm", text, 3}};
+  const OracleCase cases[] = {
+      {"lenet5", test::image_spec(1, 28), 4},   {"lenet1", test::image_spec(1, 28), 3},
+      {"resnet20", test::image_spec(3, 32), 2}, {"lstm", test::image_spec(1, 28), 3},
+      {"gru", test::image_spec(1, 28), 3},      {"lstm", text, 3}};
   int k = 0;
   for (const OracleCase& c : cases) {
     SCOPED_TRACE(c.model);
     const ir::Model m = zoo::build(c.model, c.in);
     WeightSet w = init_weights(m, 11);
     perturb_batchnorm(m, w, 12);
-    const Tensor x = random_input(m, c.batch, 13);
+    const Tensor x = test::random_input(m, c.batch, 13);
     const std::string dir = test::scratch_dir(std::string(c.model) + std::to_string(k++));
     write_for_oracle(dir, m, w, x);
     const Tensor ours = quant::reference_forward(m, w, x);
@@ -145,9 +111,9 @@ TEST(QuantReference, MatchesPyTorchOnEveryZooFamily) {
 }
 
 TEST(QuantReference, LayerOutputsAndErrors) {
-  const ir::Model m = zoo::build("lenet5", image(1, 28));
+  const ir::Model m = zoo::build("lenet5", test::image_spec(1, 28));
   const WeightSet w = init_weights(m, 1);
-  const Tensor x = random_input(m, 2, 2);
+  const Tensor x = test::random_input(m, 2, 2);
   std::vector<quant::NamedTensor> layers;
   const Tensor y = quant::reference_forward(m, w, x, &layers);
   ASSERT_EQ(layers.size(), m.layers.size());
@@ -164,7 +130,7 @@ TEST(QuantReference, LayerOutputsAndErrors) {
 }
 
 TEST(QuantFold, FoldedResnetEqualsUnfolded) {
-  const ir::Model m = zoo::build("resnet20", image(3, 32));
+  const ir::Model m = zoo::build("resnet20", test::image_spec(3, 32));
   WeightSet w = init_weights(m, 5);
   perturb_batchnorm(m, w, 6);
   ir::Model fm;
@@ -182,7 +148,7 @@ TEST(QuantFold, FoldedResnetEqualsUnfolded) {
   EXPECT_EQ(fm.find("stage2.block0.add")->inputs,
             (std::vector<std::string>{"stage2.block0.conv2", "stage2.block0.shortcut.conv"}));
 
-  const Tensor x = random_input(m, 3, 7);
+  const Tensor x = test::random_input(m, 3, 7);
   EXPECT_LT(max_rel_diff(quant::reference_forward(m, w, x), quant::reference_forward(fm, fw, x)),
             1e-5);
 }

@@ -193,8 +193,9 @@ TEST(StudyPresets, ParseAndPlan) {
   // Training: 2 LeNets x 3 frameworks x 3 seeds, 2 models x 3 frameworks, 3 frameworks x 2 x 2
   // repeats, LeNet-5 in 3 frameworks + TF.js in Chromium on 2 backends. Migration: 4 models x 3
   // training frameworks x 9 runtimes; 3 LibTorch models x 24 web runtime:backend@platform.
-  // Quantization: the LibTorch LeNet-5 and ResNet-20 x 6 schemes x 10 runtimes.
-  EXPECT_EQ(q.size(), 18u + 6u + 12u + 5u + 4u * 3u * 9u + 3u * 24u + 2u * 6u * 10u);
+  // Quantization: the LibTorch LeNet-5 and ResNet-20 x 6 schemes x 10 runtimes, and LeNet-5 with
+  // per-tensor weights in 5 int8 runtimes.
+  EXPECT_EQ(q.size(), 18u + 6u + 12u + 5u + 4u * 3u * 9u + 3u * 24u + 2u * 6u * 10u + 5u);
   EXPECT_EQ(q[18].value("model"), "resnet20");
   EXPECT_EQ(q[18].value("train_limit"), 2000);
   EXPECT_EQ(q[18].value("test_limit"), 1000);
@@ -207,7 +208,8 @@ TEST(StudyPresets, ParseAndPlan) {
   EXPECT_EQ(q[220].value("runtime"), "tflite-web:wasm@firefox");
   EXPECT_EQ(q[220].value("model"), "resnet20");
   EXPECT_EQ(q.back().stage, "quantize");
-  EXPECT_EQ(q.back().value("scheme"), "w16");
+  EXPECT_EQ(q.back().value("scheme"), "int8-static");
+  EXPECT_EQ(q.back().value("per_channel"), false);
   EXPECT_EQ(q.back().value("runtime"), "tflite-web:wasm@chromium");
   auto p = study_plan(study_preset("paper"));
   // 6 models x 3 frameworks x 5 seeds; seed 1 of each migrates to 9 runtimes.

@@ -66,6 +66,10 @@ std::vector<LayerDivergence> layer_divergence(
     const std::vector<std::pair<std::string, Tensor>>& ref,
     const std::vector<std::pair<std::string, Tensor>>& got, const Tolerance& tol, int& first);
 
+// {"layer_diffs": [{layer, max_abs, ...}], "first_divergent_layer": name or null}, as compare
+// and the migrate stage record a layer walk.
+nlohmann::json layer_divergence_json(const std::vector<LayerDivergence>& layers, int first);
+
 // Percentile by linear interpolation between closest ranks (q in [0,1]); NaN for an empty sample.
 double percentile(std::vector<double> sample, double q);
 

@@ -192,7 +192,7 @@ enum class Arithmetic : std::uint8_t {
 std::string_view arithmetic_name(Arithmetic a);
 
 // One layer's quantized output on a batch: the int8 values, the parameters, and the shape in
-// the IR's layout (row-major).
+// the IR's layout with the batch axis first (row-major).
 struct IntLayer {
   std::string layer;
   Shape shape;

@@ -48,7 +48,8 @@ struct PrecisionReference {
   std::vector<quant::IntLayer> onnx_layers, tflite_layers;  // int8-static, with `layers`
   Tensor float_logits;                                      // fp16, bf16, ...
   std::vector<quant::NamedTensor> float_layers;             // fp32 layers of the original model
-  // {quant_params_sha256, calibration, folded, seconds}, or {message} when it cannot be built.
+  // {quant_params_sha256, accuracy, layer_sqnr_db (the reference's own quantized outputs against
+  // fp32, with `layers`), calibration, folded, seconds}, or {message} when it cannot be built.
   nlohmann::json summary = nlohmann::json::object();
 };
 PrecisionReference precision_reference(const OnnxModel& om, const std::string& precision,
@@ -66,5 +67,10 @@ void compare_precision(nlohmann::json& row, const Tensor& logits, const Tensor& 
                        double fp32_accuracy, const PrecisionReference& ref,
                        const std::vector<std::pair<std::string, Tensor>>& layers,
                        const Tolerance& tol);
+// The layer part of compare_precision, on layers captured in a separate run on the reference's
+// first layer examples (int8: layer_steps with SQNR against fp32, the first layer off by more
+// than one step; within_one_step updated).
+void compare_precision_layers(nlohmann::json& row, const PrecisionReference& ref,
+                              const std::vector<std::pair<std::string, Tensor>>& layers);
 
 }  // namespace crossdl

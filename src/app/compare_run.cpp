@@ -248,15 +248,8 @@ json compare_run(const CompareOptions& opt) {
         if (opt.layers && !layers.empty() && !ref_layers.empty()) {
           int first = -1;
           const auto lv = layer_divergence(ref_layers, layers, opt.tol, first);
-          json lj = json::array();
-          for (const auto& l : lv) {
-            json e = l.diff.to_json();
-            e["layer"] = l.layer;
-            lj.push_back(e);
-          }
-          row["layer_diffs"] = lj;
-          row["first_divergent_layer"] =
-              first >= 0 ? json(lv[static_cast<std::size_t>(first)].layer) : json(nullptr);
+          const json walk = layer_divergence_json(lv, first);  // named: items() would dangle
+          for (const auto& [k, v] : walk.items()) row[k] = v;
         }
       }
     }

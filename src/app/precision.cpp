@@ -13,6 +13,36 @@ using nlohmann::json;
 
 namespace crossdl {
 
+namespace {
+
+bool tflite_format(const json& row) {
+  return row.contains("artefact") && row["artefact"].value("format", "") == "tflite";
+}
+
+// fp32 layer outputs by the name of the quantized model's layer that now gives them (a folded
+// convolution gives its BatchNorm's output).
+std::map<std::string, const Tensor*> fp32_by_quant_layer(const PrecisionReference& ref) {
+  std::map<std::string, std::string> folded_into;
+  for (const auto& [bn, conv] : ref.q.folded) folded_into[bn] = conv;
+  std::map<std::string, const Tensor*> out;
+  for (const auto& l : ref.float_layers) {
+    auto f = folded_into.find(l.layer);
+    out[f == folded_into.end() ? l.layer : f->second] = &l.value;
+  }
+  return out;
+}
+
+Tensor dequantized(const quant::IntLayer& l) {
+  Tensor t(DType::F32, l.shape);
+  auto v = t.values<float>();
+  const float s = l.params->scale.at(0);
+  const std::int32_t zp = l.params->zero_point.at(0);
+  for (std::size_t i = 0; i < v.size(); ++i) v[i] = s * static_cast<float>(l.q[i] - zp);
+  return t;
+}
+
+}  // namespace
+
 PrecisionReference precision_reference(const OnnxModel& om, const std::string& precision,
                                        const json& quant_options, const std::string& dataset,
                                        const DataOptions& data, const EvalInputs& in, bool layers) {
@@ -54,6 +84,16 @@ PrecisionReference precision_reference(const OnnxModel& om, const std::string& p
     for (std::size_t i = 0; i < pred.size(); ++i) ok += pred[i] == y[i];
     return static_cast<double>(ok) / static_cast<double>(std::max<std::size_t>(1, pred.size()));
   };
+  // Where quantization itself hurts: each quantized output of the integer reference against fp32.
+  json layer_sqnr = json::object();
+  if (!pr.onnx_layers.empty()) {
+    const std::map<std::string, const Tensor*> fp32 = fp32_by_quant_layer(pr);
+    for (const auto& l : pr.onnx_layers)
+      if (auto f = fp32.find(l.layer);
+          f != fp32.end() && f->second->numel() == static_cast<std::int64_t>(l.q.size()))
+        layer_sqnr[l.layer] =
+            quant::sqnr_db(*f->second, dequantized(l).reshaped(f->second->shape()));
+  }
   json acc = json::object();
   if (!pr.onnx_logits.empty()) acc["onnx_integer"] = accuracy(pr.onnx_logits);
   if (!pr.tflite_logits.empty()) acc["tflite_integer"] = accuracy(pr.tflite_logits);
@@ -61,21 +101,47 @@ PrecisionReference precision_reference(const OnnxModel& om, const std::string& p
   pr.summary = {
       {"quant_params_sha256", sha256_hex(std::string_view(pr.q.to_json().dump()))},
       {"accuracy", acc},
+      {"layer_sqnr_db", layer_sqnr},
       {"calibration", pr.q.calibration},
       {"folded", pr.q.folded},
       {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
   return pr;
 }
 
-namespace {
-
-bool tflite_format(const json& row) {
-  return row.contains("artefact") && row["artefact"].value("format", "") == "tflite";
+void compare_precision_layers(json& row, const PrecisionReference& ref,
+                              const std::vector<std::pair<std::string, Tensor>>& layers) {
+  const bool tfl = tflite_format(row);
+  const auto& il = tfl ? ref.tflite_layers : ref.onnx_layers;
+  if (layers.empty() || il.empty()) return;
+  std::map<std::string, const Tensor*> got;
+  for (const auto& [name, t] : layers) got[name] = &t;
+  const std::map<std::string, const Tensor*> fp32 = fp32_by_quant_layer(ref);
+  json lj = json::array();
+  json first = nullptr;
+  for (const auto& l : il) {
+    auto it = got.find(l.layer);
+    if (it == got.end() || it->second->numel() != static_cast<std::int64_t>(l.q.size())) continue;
+    const quant::StepAgreement a = quant::step_agreement(l, *it->second);
+    json e = a.to_json();
+    e["layer"] = l.layer;
+    if (auto f = fp32.find(l.layer); f != fp32.end() && f->second->numel() == it->second->numel())
+      e["sqnr_db"] = quant::sqnr_db(*f->second, it->second->reshaped(f->second->shape()));
+    lj.push_back(e);
+    if (a.off_by_more > 0 && first.is_null()) first = l.layer;
+  }
+  row["layer_steps"] = lj;
+  const bool logits_off = row.value("logits_steps", json::object()).value("off_by_more", 0LL) > 0;
+  if (first.is_null() && logits_off) {
+    // Every captured layer agrees, the logits do not: the capture did not measure the graph that
+    // ran. Say so rather than name no layer.
+    row["capture_note"] =
+        "the logits leave the reference by more than one step but no captured layer does: the "
+        "runtime computed the captured graphs differently from the whole one";
+    first = ref.q.model.layers.back().name;
+  }
+  row["first_layer_off_by_more_than_one_step"] = first;
+  row["within_one_step"] = row.value("within_one_step", true) && first.is_null();
 }
-
-// How a quantized runtime's outputs relate to fp32 and to crossdl's reference; sets the row's
-// figures. `layers` are the runtime's captured layer outputs (may be empty).
-}  // namespace
 
 void compare_precision(json& row, const Tensor& logits, const Tensor& fp32_logits,
                        double fp32_accuracy, const PrecisionReference& ref,
@@ -113,44 +179,9 @@ void compare_precision(json& row, const Tensor& logits, const Tensor& fp32_logit
     const quant::StepAgreement sa = quant::step_agreement(lq, logits);
     row["logits_steps"] = sa.to_json();
     bool within = sa.off_by_more == 0;
-    // Layer by layer, in steps of each layer's output scale, and SQNR against fp32.
-    const auto& il = tfl ? ref.tflite_layers : ref.onnx_layers;
-    if (!layers.empty() && !il.empty()) {
-      std::map<std::string, const Tensor*> got;
-      for (const auto& [name, t] : layers) got[name] = &t;
-      std::map<std::string, const Tensor*> fp32;
-      for (const auto& l : ref.float_layers) fp32[l.layer] = &l.value;
-      // The original model's layer whose output a folded layer now gives.
-      std::map<std::string, std::string> original;
-      for (const auto& [bn, conv] : ref.q.folded) original[conv] = bn;
-      json lj = json::array();
-      json first = nullptr;
-      for (const auto& l : il) {
-        auto it = got.find(l.layer);
-        if (it == got.end() || it->second->numel() != static_cast<std::int64_t>(l.q.size()))
-          continue;
-        const quant::StepAgreement a = quant::step_agreement(l, *it->second);
-        json e = a.to_json();
-        e["layer"] = l.layer;
-        std::string fname = original.count(l.layer) ? original[l.layer] : l.layer;
-        if (auto f = fp32.find(fname); f != fp32.end() && f->second->numel() == it->second->numel())
-          e["sqnr_db"] = quant::sqnr_db(*f->second, it->second->reshaped(f->second->shape()));
-        lj.push_back(e);
-        if (a.off_by_more > 0 && first.is_null()) first = l.layer;
-      }
-      row["layer_steps"] = lj;
-      if (first.is_null() && sa.off_by_more > 0) {
-        // Every captured layer agrees, the logits do not: the capture did not measure the graph
-        // that ran. Say so rather than name no layer.
-        row["capture_note"] =
-            "the logits leave the reference by more than one step but no captured layer does: "
-            "the runtime computed the captured graphs differently from the whole one";
-        first = last;
-      }
-      row["first_layer_off_by_more_than_one_step"] = first;
-      within = within && first.is_null();
-    }
     row["within_one_step"] = within;
+    if (!layers.empty()) compare_precision_layers(row, ref, layers);
+    return;
   } else {
     row["reference"] = "crossdl fp32 forward pass on the " +
                        std::string(quant::scheme_name(ref.q.options.scheme)) + " weights";

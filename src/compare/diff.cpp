@@ -108,6 +108,19 @@ std::vector<LayerDivergence> layer_divergence(
   return out;
 }
 
+nlohmann::json layer_divergence_json(const std::vector<LayerDivergence>& layers, int first) {
+  nlohmann::json lj = nlohmann::json::array();
+  for (const auto& l : layers) {
+    nlohmann::json e = l.diff.to_json();
+    e["layer"] = l.layer;
+    lj.push_back(e);
+  }
+  return {{"layer_diffs", lj},
+          {"first_divergent_layer",
+           first >= 0 ? nlohmann::json(layers[static_cast<std::size_t>(first)].layer)
+                      : nlohmann::json(nullptr)}};
+}
+
 double percentile(std::vector<double> sample, double q) {
   if (sample.empty()) return std::nan("");
   std::sort(sample.begin(), sample.end());

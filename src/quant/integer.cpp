@@ -402,6 +402,7 @@ Tensor integer_forward(const QuantModel& q, const Tensor& x, Arithmetic a,
       IntLayer il;
       il.layer = ql.output;
       il.shape = os;
+      il.shape.insert(il.shape.begin(), n);  // the batch's, as the header says
       il.q = out.q;
       il.params = out.p;
       layers->push_back(std::move(il));

@@ -123,35 +123,9 @@ std::string migration_section(const std::vector<CellRecord>& migrate, const std:
        "cannot express (reasons below).\n\n";
 
   // The matrix: rows are (model, dataset, trained in), columns the runtimes in plan order.
-  std::vector<std::string> runtimes;
-  std::vector<std::string> row_keys;
-  std::map<std::string, std::map<std::string, const CellRecord*>> grid;
-  for (const auto& c : native) {
-    const std::string rt = axis(c, "runtime");
-    if (std::find(runtimes.begin(), runtimes.end(), rt) == runtimes.end()) runtimes.push_back(rt);
-    const std::string key =
-        axis(c, "model") + "\t" + axis(c, "dataset") + "\t" + axis(c, "framework");
-    if (!grid.count(key)) row_keys.push_back(key);
-    grid[key][rt] = &c;
-  }
-  ReportTable mt;
-  mt.columns = {"model", "dataset", "trained in"};
-  for (const auto& rt : runtimes) mt.columns.push_back(rt);
-  mt.key_columns = mt.columns;
-  for (const auto& key : row_keys) {
-    std::vector<std::string> row;
-    std::size_t a = 0;
-    for (int i = 0; i < 3; ++i) {
-      const std::size_t b = key.find('\t', a);
-      row.push_back(key.substr(a, b == std::string::npos ? std::string::npos : b - a));
-      a = b + 1;
-    }
-    for (const auto& rt : runtimes) {
-      auto it = grid[key].find(rt);
-      row.push_back(it == grid[key].end() ? "" : matrix_text(*it->second));
-    }
-    mt.rows.push_back(row);
-  }
+  const ReportTable mt =
+      cell_matrix(native, {by_axis("model"), by_axis("dataset"), by_axis("framework")},
+                  {"model", "dataset", "trained in"}, "runtime", matrix_text);
   r += md.table(mt);
 
   ReportTable dt;

@@ -25,6 +25,14 @@ bool off_reference(const CellRecord& c) {
          (!c.metrics.value("within_one_step", true) || !c.metrics.value("within_tolerance", true));
 }
 
+// The scheme, and the weights' granularity where it is not the default.
+std::string precision_of(const CellRecord& c) {
+  const json cfg = c.spec().config();
+  const std::string scheme = axis(c, "scheme");
+  const bool int8 = scheme.rfind("int8", 0) == 0;
+  return scheme + (int8 && !cfg.value("per_channel", true) ? " (per-tensor weights)" : "");
+}
+
 std::string steps_text(const json& st) {
   if (!st.is_object() || st.empty()) return "";
   const double n = std::max(1.0, num(st, "count"));
@@ -49,46 +57,16 @@ std::string report_quantization_section(const StageReportInput& in) {
        "(count). ✗ marks a runtime that leaves its reference.\n\n";
 
   // The matrix: rows (model, trained in, scheme), columns the runtimes in plan order.
-  std::vector<std::string> runtimes, row_keys;
-  std::map<std::string, std::map<std::string, const CellRecord*>> grid;
-  for (const auto& c : in.cells) {
-    const std::string rt = axis(c, "runtime");
-    if (std::find(runtimes.begin(), runtimes.end(), rt) == runtimes.end()) runtimes.push_back(rt);
-    const std::string key =
-        axis(c, "model") + "\t" + axis(c, "framework") + "\t" + axis(c, "scheme");
-    if (!grid.count(key)) row_keys.push_back(key);
-    grid[key][rt] = &c;
-  }
-  ReportTable mt;
-  mt.columns = {"model", "trained in", "precision"};
-  for (const auto& rt : runtimes) mt.columns.push_back(rt);
-  mt.key_columns = mt.columns;
-  for (const auto& key : row_keys) {
-    std::vector<std::string> row;
-    std::size_t a = 0;
-    for (int i = 0; i < 3; ++i) {
-      const std::size_t b = key.find('\t', a);
-      row.push_back(key.substr(a, b == std::string::npos ? std::string::npos : b - a));
-      a = b + 1;
-    }
-    for (const auto& rt : runtimes) {
-      auto it = grid[key].find(rt);
-      if (it == grid[key].end()) {
-        row.emplace_back("");
-        continue;
-      }
-      const CellRecord& c = *it->second;
-      if (c.status != "ok") {
-        row.push_back(c.status == "skipped" ? "skip" : c.status);
-        continue;
-      }
-      const json& m = c.metrics;
-      row.push_back(fmt(100.0 * num(m, "accuracy_delta"), "%+.2f") + " pp, " +
-                    std::to_string(m.value("disagreement", 0LL)) + " dis" +
-                    (off_reference(c) ? " ✗" : ""));
-    }
-    mt.rows.push_back(row);
-  }
+  const ReportTable mt = report_detail::cell_matrix(
+      in.cells,
+      {report_detail::by_axis("model"), report_detail::by_axis("framework"), precision_of},
+      {"model", "trained in", "precision"}, "runtime", [](const CellRecord& c) -> std::string {
+        if (c.status != "ok") return c.status == "skipped" ? "skip" : c.status;
+        const json& m = c.metrics;
+        return fmt(100.0 * num(m, "accuracy_delta"), "%+.2f") + " pp, " +
+               std::to_string(m.value("disagreement", 0LL)) + " dis" +
+               (off_reference(c) ? " ✗" : "");
+      });
   r += "A cell reads *accuracy change against fp32 in percentage points, top-1 disagreements "
        "with fp32*.\n\n";
   r += in.md.table(mt);
@@ -118,7 +96,7 @@ std::string report_quantization_section(const StageReportInput& in) {
   for (const auto& c : in.cells) {
     if (c.status != "ok") {
       const std::string key =
-          axis(c, "runtime") + " " + axis(c, "scheme") + ": " + c.status + ": " + c.message;
+          axis(c, "runtime") + " " + precision_of(c) + ": " + c.status + ": " + c.message;
       auto it = std::find_if(not_run.begin(), not_run.end(),
                              [&](const auto& e) { return e.first == key; });
       if (it == not_run.end())
@@ -131,7 +109,7 @@ std::string report_quantization_section(const StageReportInput& in) {
     const json lat = m.value("latency_ms", json::object());
     const json first = m.value("first_layer_off_by_more_than_one_step", json());
     dt.rows.push_back(
-        {axis(c, "model"), axis(c, "framework"), axis(c, "scheme"), axis(c, "runtime"), c.status,
+        {axis(c, "model"), axis(c, "framework"), precision_of(c), axis(c, "runtime"), c.status,
          fmt(num(m, "test_size"), "%.0f"), fmt(num(m, "accuracy"), "%.4f"),
          fmt(num(m, "fp32_accuracy"), "%.4f"), fmt(num(m, "accuracy_delta"), "%+.4f"),
          m.contains("disagreement") ? std::to_string(m["disagreement"].get<long long>()) : "",
@@ -155,7 +133,7 @@ std::string report_quantization_section(const StageReportInput& in) {
   for (const auto& c : in.cells) {
     if (!off_reference(c)) continue;
     const json& m = c.metrics;
-    findings += "### " + axis(c, "runtime") + " leaves crossdl's " + axis(c, "scheme") +
+    findings += "### " + axis(c, "runtime") + " leaves crossdl's " + precision_of(c) +
                 " reference: " + axis(c, "model") + " trained in " + axis(c, "framework") + " (`" +
                 c.id + "`)\n\n";
     findings += "- reference: " + m.value("reference", std::string()) + "\n";

@@ -27,6 +27,40 @@ double report_detail::num(const nlohmann::json& j, const char* key) {
   return it != j.end() && it->is_number() ? it->get<double>() : std::nan("");
 }
 
+report_detail::CellKey report_detail::by_axis(const char* name) {
+  return [name](const CellRecord& c) { return axis(c, name); };
+}
+
+ReportTable report_detail::cell_matrix(const std::vector<CellRecord>& cells,
+                                       const std::vector<CellKey>& row_keys,
+                                       const std::vector<std::string>& headers,
+                                       const char* column_axis, const CellKey& text) {
+  std::vector<std::string> columns;
+  std::vector<std::vector<std::string>> keys;
+  std::map<std::vector<std::string>, std::map<std::string, const CellRecord*>> grid;
+  for (const auto& c : cells) {
+    const std::string col = axis(c, column_axis);
+    if (std::find(columns.begin(), columns.end(), col) == columns.end()) columns.push_back(col);
+    std::vector<std::string> key;
+    for (const auto& k : row_keys) key.push_back(k(c));
+    if (!grid.count(key)) keys.push_back(key);
+    grid[key][col] = &c;
+  }
+  ReportTable t;
+  t.columns = headers;
+  t.columns.insert(t.columns.end(), columns.begin(), columns.end());
+  t.key_columns = t.columns;
+  for (const auto& key : keys) {
+    std::vector<std::string> row = key;
+    for (const auto& col : columns) {
+      auto it = grid[key].find(col);
+      row.push_back(it == grid[key].end() ? "" : text(*it->second));
+    }
+    t.rows.push_back(std::move(row));
+  }
+  return t;
+}
+
 std::string report_detail::fmt(double v, const char* f) {
   if (std::isnan(v)) return "";
   char buf[64];

@@ -108,15 +108,8 @@ json migrate_run(const json& cfg, const std::string& cell_dir, const fs::path& s
       int first = -1;
       const auto lv = layer_divergence(read_layer_outputs(a.out_dir, ra),
                                        read_layer_outputs(b.out_dir, rb), tol, first);
-      json lj = json::array();
-      for (const auto& l : lv) {
-        json e = l.diff.to_json();
-        e["layer"] = l.layer;
-        lj.push_back(e);
-      }
-      r["layer_diffs"] = lj;
-      r["first_divergent_layer"] =
-          first >= 0 ? json(lv[static_cast<std::size_t>(first)].layer) : json(nullptr);
+      const json walk = layer_divergence_json(lv, first);  // named: items() would dangle
+      for (const auto& [k, v] : walk.items()) r[k] = v;
     } else {
       r["layers_message"] = "layer outputs: " + a.runtime + " " +
                             ra.value("layers_status", ra.value("status", "")) + " " +
