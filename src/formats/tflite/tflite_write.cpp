@@ -525,15 +525,19 @@ Capability tflite_supports_precision(const std::string& runtime, const quant::Qu
   return Capability::no(runtime + ": unknown scheme");
 }
 
-TfliteFile tflite_write(const std::string& path, const ir::Model& m, const WeightSet& w,
+TfliteFile tflite_write(const std::string& path, const ir::Model& m, const WeightSet& given,
                         const TfliteWriteOptions& opt) {
   std::map<std::string, Form> forms;
   if (Capability c = forms_of(m, forms); !c.ok) throw InputError(c.why);
-  w.check_against(m);
+  given.check_against(m);
   const Shapes shapes(m);
   const quant::QuantModel* q = opt.quant;
   const bool int8 = q != nullptr && q->options.scheme == quant::Scheme::Int8Static;
   const bool half = q != nullptr && q->options.scheme == quant::Scheme::FP16;
+  // fp16: every weight as the fp16 model holds it (rounded), BatchNorm kept apart as MUL+ADD of
+  // constants derived from the rounded parameters: folding it first would round other numbers
+  // than crossdl's fp16 model (and every other runtime) holds.
+  const WeightSet w = half ? quant::dequantized_weights(*q) : given;
   if (q != nullptr && !int8 && !half)
     throw InputError("tflite_write: crossdl writes int8-static and fp16 TFLite files, not " +
                      std::string(quant::scheme_name(q->options.scheme)));
@@ -621,7 +625,7 @@ TfliteFile tflite_write(const std::string& path, const ir::Model& m, const Weigh
         std::vector<float> kernel = ohwi(wt);
         std::vector<float> bias(static_cast<std::size_t>(l.out), 0.0f);
         if (l.bias) bias = values_of(w.at(l.name + ".bias"));
-        if (fuse && next_is(i, ir::Op::BatchNorm2d)) {
+        if (fuse && !half && next_is(i, ir::Op::BatchNorm2d)) {
           // y = gamma * (conv(x) + b - mean) / sqrt(var + eps) + beta, per output channel.
           const ir::Layer& bn = m.layers[++i];
           const auto g = w.at(bn.name + ".weight").values<float>();
